@@ -1,0 +1,473 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The TOML configuration file, loaded into a frozen, validated L{Config}.
+
+No reactor, no sockets: just parsing.  Every unknown key and every bad
+value raises L{ConfigError} with one line that names the key, e.g.
+C{config: listen.smtp: expected a list of endpoint strings}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mta.errors import ConfigError
+
+_T = TypeVar("_T")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)B?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parseDuration(text: str | int | float) -> float:
+    """
+    Parse C{30s}, C{5m}, C{2h}, C{5d}, C{1w} (or a number of seconds).
+
+    @raise ValueError: not a duration.
+    """
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like 30s, 5m, 2h or 5d")
+    if isinstance(text, int | float):
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like 30s, 5m, 2h or 5d, not {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parseSize(text: str | int) -> int:
+    """
+    Parse C{10M}, C{512K}, C{1G} (or a number of bytes).
+
+    @raise ValueError: not a size.
+    """
+    if isinstance(text, bool):
+        raise ValueError("expected a size like 512K or 10M")
+    if isinstance(text, int):
+        return text
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"expected a size like 512K or 10M, not {text!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """
+    C{[listen]}: Twisted server endpoint descriptions per service.
+    """
+
+    smtp: tuple[str, ...] = ()
+    submission: tuple[str, ...] = ()
+    submissions: tuple[str, ...] = ()
+    imap: tuple[str, ...] = ()
+    imaps: tuple[str, ...] = ()
+    pop3: tuple[str, ...] = ()
+    pop3s: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """
+    C{[tls]}: the certificate chain and key; both C{None} means self-signed.
+    """
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """
+    C{[relay]}: who may relay and how outbound mail leaves.
+    """
+
+    trusted_networks: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    smarthost: str = ""
+    outbound_port: int = 25
+    source_address: str = ""
+    retry_schedule: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
+    max_lifetime: float = 5 * 86400
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    """
+    C{[dns]}: resolvers; empty means the system's.
+    """
+
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """
+    C{[limits]}: what one client may do.  Defaults follow Postfix and Dovecot.
+
+    @ivar message_size: largest message accepted (SMTP SIZE).
+    @ivar recipients: most RCPT per message.
+    @ivar line_length: longest command line, CRLF included.
+    @ivar commands: most commands in one session.
+    @ivar errors: protocol errors before the server hangs up.
+    @ivar smtp_idle: idle time before an SMTP session is dropped.
+    @ivar pop3_idle: idle time before a POP3 session is dropped.
+    @ivar connections: simultaneous connections per listener.
+    @ivar connections_per_ip: simultaneous connections from one address.
+    @ivar auth_failures: failed logins on one connection before hanging up.
+    @ivar login_delay_after: failures from one IP before answers slow down.
+    @ivar login_block_after: failures from one IP before logins are refused.
+    @ivar login_block_time: how long the refusal and the count last.
+    """
+
+    message_size: int = 25 * 1024 * 1024
+    recipients: int = 100
+    line_length: int = 2048
+    commands: int = 1000
+    errors: int = 20
+    smtp_idle: float = 300.0
+    pop3_idle: float = 600.0
+    connections: int = 1000
+    connections_per_ip: int = 50
+    auth_failures: int = 3
+    login_delay_after: int = 3
+    login_block_after: int = 10
+    login_block_time: float = 900.0
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """
+    C{[queue]}: the delivery side of the queue.
+
+    @ivar delivery_concurrency: messages delivered at once.
+    @ivar io_threads: size of the thread pool for fsync and file work.
+    """
+
+    delivery_concurrency: int = 32
+    io_threads: int = 16
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """
+    C{[log]}: where the log goes; C{""} means twistd's own log.
+    """
+
+    file: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole, validated configuration.
+    """
+
+    hostname: str
+    data_dir: Path
+    domains: tuple[str, ...]
+    listen: ListenConfig
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<embedded default>"
+
+
+def _defaultHostname() -> str:
+    name = socket.gethostname() or "localhost"
+    return name.lower()
+
+
+def embeddedDefault(dataDir: str | Path = "mta-data") -> Config:
+    """
+    The configuration C{twistd -n mta} runs with when given no file: local
+    domain C{localhost}, 127.0.0.1 only, unprivileged ports.
+    """
+    local = "interface=127.0.0.1"
+    return Config(
+        hostname=_defaultHostname(),
+        data_dir=Path(dataDir).absolute(),
+        domains=("localhost",),
+        listen=ListenConfig(
+            smtp=(f"tcp:2525:{local}",),
+            submission=(f"tcp:2587:{local}",),
+            submissions=(f"tcp:2465:{local}",),
+            imap=(f"tcp:2143:{local}",),
+            imaps=(f"tcp:2993:{local}",),
+            pop3=(f"tcp:2110:{local}",),
+            pop3s=(f"tcp:2995:{local}",),
+        ),
+    )
+
+
+class _Section:
+    """
+    Reads typed values out of one TOML table, tracking unknown keys.
+    """
+
+    def __init__(self, table: dict[str, Any], prefix: str) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"config: {self.key(name)}: {why}")
+
+    def get(self, name: str, convert: Callable[[Any], _T], default: _T) -> _T:
+        self.seen.add(name)
+        if name not in self.table:
+            return default
+        try:
+            return convert(self.table[name])
+        except (ValueError, TypeError) as e:
+            raise self.fail(name, str(e)) from None
+
+    def sub(self, name: str) -> _Section:
+        self.seen.add(name)
+        value = self.table.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, "expected a table")
+        return _Section(value, f"{self.prefix}{name}.")
+
+    def finish(self) -> None:
+        for name in self.table:
+            if name not in self.seen:
+                raise ConfigError(f"config: {self.key(name)}: unknown key")
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, not {value!r}")
+    return value
+
+
+def _nonEmptyString(value: Any) -> str:
+    s = _string(value)
+    if not s.strip():
+        raise ValueError("must not be empty")
+    return s
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+def _endpoints(value: Any) -> tuple[str, ...]:
+    items = _strings(value)
+    for item in items:
+        if ":" not in item and not item.isdigit():
+            raise ValueError(f"{item!r} is not an endpoint description like 'tcp:25'")
+    return items
+
+
+def _domains(value: Any) -> tuple[str, ...]:
+    items = _strings(value)
+    if not items:
+        raise ValueError("at least one local domain is needed")
+    out = []
+    for d in items:
+        d = d.strip().lower().rstrip(".")
+        if not re.match(r"^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$", d) or ".." in d:
+            raise ValueError(f"{d!r} is not a domain name")
+        out.append(d)
+    return tuple(out)
+
+
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in _strings(value))
+
+
+def _positiveInt(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive integer, not {value!r}")
+    return value
+
+
+def _port(value: Any) -> int:
+    port = _positiveInt(value)
+    if port > 65535:
+        raise ValueError(f"{port} is not a port number")
+    return port
+
+
+def _hostPort(value: Any) -> str:
+    s = _string(value)
+    if s and not re.match(r"^(\[[0-9a-fA-F:.]+\]|[^:\s]+)(:\d{1,5})?$", s):
+        raise ValueError(f"expected 'host:port', not {s!r}")
+    return s
+
+
+def _address(value: Any) -> str:
+    s = _string(value)
+    if s:
+        ipaddress.ip_address(s)
+    return s
+
+
+def _nameservers(value: Any) -> tuple[str, ...]:
+    items = _strings(value)
+    for item in items:
+        host, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        if item.startswith("["):
+            host, _, port = item[1:].partition("]:")
+        ipaddress.ip_address(host or item)
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"bad port in {item!r}")
+    return items
+
+
+def _schedule(value: Any) -> tuple[float, ...]:
+    items = _strings(value)
+    if not items:
+        raise ValueError("needs at least one interval")
+    return tuple(parseDuration(v) for v in items)
+
+
+def _duration(value: Any) -> float:
+    d = parseDuration(value)
+    if d <= 0:
+        raise ValueError("must be more than zero")
+    return d
+
+
+def _size(value: Any) -> int:
+    s = parseSize(value)
+    if s <= 0:
+        raise ValueError("must be more than zero")
+    return s
+
+
+def _build(data: dict[str, Any], source: str, base: Path) -> Config:
+    top = _Section(data, "")
+    hostname = top.get("hostname", _nonEmptyString, _defaultHostname())
+    dataDir = top.get("data_dir", _nonEmptyString, "/var/lib/mta")
+    domains = top.get("domains", _domains, ())
+    if not domains:
+        raise ConfigError("config: domains: at least one local domain is needed")
+
+    s = top.sub("listen")
+    listen = ListenConfig(**{k: s.get(k, _endpoints, ()) for k in ListenConfig.__dataclass_fields__})
+    s.finish()
+
+    s = top.sub("tls")
+    cert = s.get("certificate", _string, "")
+    key = s.get("private_key", _string, "")
+    if bool(cert) != bool(key):
+        missing = "private_key" if cert else "certificate"
+        raise ConfigError(f"config: tls.{missing}: certificate and private_key go together")
+    s.finish()
+    tls = TLSConfig(
+        certificate=(base / cert) if cert else None,
+        private_key=(base / key) if key else None,
+    )
+
+    s = top.sub("relay")
+    d = RelayConfig()
+    relay = RelayConfig(
+        trusted_networks=s.get("trusted_networks", _networks, d.trusted_networks),
+        smarthost=s.get("smarthost", _hostPort, d.smarthost),
+        outbound_port=s.get("outbound_port", _port, d.outbound_port),
+        source_address=s.get("source_address", _address, d.source_address),
+        retry_schedule=s.get("retry_schedule", _schedule, d.retry_schedule),
+        max_lifetime=s.get("max_lifetime", _duration, d.max_lifetime),
+    )
+    s.finish()
+
+    s = top.sub("dns")
+    dns = DNSConfig(nameservers=s.get("nameservers", _nameservers, ()))
+    s.finish()
+
+    s = top.sub("limits")
+    dl = LimitsConfig()
+    limitTypes: dict[str, Callable[[Any], Any]] = {
+        "message_size": _size,
+        "smtp_idle": _duration,
+        "pop3_idle": _duration,
+        "login_block_time": _duration,
+    }
+    limits = LimitsConfig(
+        **{
+            k: s.get(k, limitTypes.get(k, _positiveInt), getattr(dl, k))
+            for k in LimitsConfig.__dataclass_fields__
+        }
+    )
+    s.finish()
+
+    s = top.sub("queue")
+    dq = QueueConfig()
+    queue = QueueConfig(
+        **{k: s.get(k, _positiveInt, getattr(dq, k)) for k in QueueConfig.__dataclass_fields__}
+    )
+    s.finish()
+
+    s = top.sub("log")
+    log = LogConfig(file=s.get("file", _string, ""))
+    s.finish()
+    top.finish()
+
+    return Config(
+        hostname=hostname.lower(),
+        data_dir=(base / dataDir).absolute(),
+        domains=domains,
+        listen=listen,
+        tls=tls,
+        relay=relay,
+        dns=dns,
+        limits=limits,
+        queue=queue,
+        log=log,
+        source=source,
+    )
+
+
+def loadConfig(path: str | Path) -> Config:
+    """
+    Read and validate a TOML config file.  Relative paths in it are taken
+    relative to the file's folder.
+
+    @raise ConfigError: the file is missing, not TOML, or not valid.
+    """
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {p}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config: {p}: not valid TOML: {e}") from None
+    return _build(data, str(p), p.absolute().parent)
+
+
+def parseConfig(text: str, base: Path | None = None) -> Config:
+    """
+    Validate TOML text (for tests and C{mta check}).
+
+    @raise ConfigError: not valid.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config: not valid TOML: {e}") from None
+    return _build(data, "<string>", base or Path.cwd())

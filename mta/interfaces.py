@@ -1,0 +1,233 @@
+"""
+Every zope Interface in mta: the seams between the parts.
+
+Read this file first.  A message travels::
+
+    smtp.server --IMessageSink--> queue.scheduler --ISpool--> disk
+    queue.scheduler --IDeliveryTarget--> routing.Router
+        --> delivery.local --IMessageStore--> store.maildir
+    pop3.server --IMessageStore/IMailbox--> store.maildir
+
+and every protocol asks L{IUserDirectory} who exists and twisted.cred
+(over the same directory) who may log in.  Anything that would block the
+reactor goes through L{IBlockingRunner}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from mta.envelope import Address, Envelope, Recipient
+    from mta.errors import Reply
+
+_T = TypeVar("_T")
+
+
+class IBlockingRunner(Interface):
+    """
+    Runs blocking work (fsync, file I/O, password hashing) off the reactor
+    thread, on a bounded pool.
+    """
+
+    def run(f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
+        """
+        Call C{f(*args, **kwargs)} in a worker thread.
+
+        @return: a Deferred firing with its result on the reactor thread.
+        """
+
+
+class IUserDirectory(Interface):
+    """
+    Who exists here: local domains, users, aliases.  Lookups are answered
+    from memory and never block; the directory reloads its files when they
+    change (see L{reloadIfChanged}).
+    """
+
+    domains = Attribute("frozenset of the local domains, lower case.")
+
+    def isLocalDomain(domain: str) -> bool:
+        """
+        @return: whether mail for C{domain} is delivered here.
+        """
+
+    def resolve(address: Address) -> tuple[Address, ...] | None:
+        """
+        Expand C{address} to its final destinations.
+
+        Plus-addressing (C{user+tag@}) is stripped, aliases are expanded
+        recursively (loops are cut), C{postmaster@} every local domain
+        always resolves.  A non-local address resolves to itself.
+
+        @return: the destinations (local users and remote addresses), or
+            C{None} when C{address} is in a local domain but nobody is
+            there.
+        """
+
+    def isUser(address: Address) -> bool:
+        """
+        @return: whether C{address} names an existing user account.
+        """
+
+    def passwordHash(user: str) -> str | None:
+        """
+        @param user: the full address a user logs in with.
+        @return: the stored argon2id hash, or C{None} for no such user.
+        """
+
+    def mayUseSender(user: str, sender: Address) -> bool:
+        """
+        @return: whether authenticated C{user} may send as C{sender}: its
+            own address, its plus-addresses, and aliases that lead to it.
+        """
+
+    def users() -> list[str]:
+        """
+        @return: every user's address, sorted.
+        """
+
+    def reloadIfChanged() -> bool:
+        """
+        Re-read the files if they changed on disk (blocking; run it on an
+        L{IBlockingRunner}).
+
+        @return: whether anything was reloaded.
+        """
+
+
+class IMailbox(Interface):
+    """
+    One folder of one user's store, as POP3 (and later IMAP) see it.
+    """
+
+    def listMessages() -> Deferred[list[StoredMessage]]:
+        """
+        @return: the messages, oldest first.
+        """
+
+    def readMessage(uid: str) -> Deferred[bytes]:
+        """
+        @return: the exact bytes of the message C{uid}.
+        @raise KeyError: (in the Deferred) no such message.
+        """
+
+    def deleteMessages(uids: Sequence[str]) -> Deferred[None]:
+        """
+        Remove the messages for good.  Missing ones are ignored.
+        """
+
+
+class IMessageStore(Interface):
+    """
+    Every user's mail.  Local delivery writes into it; POP3 and IMAP read it.
+    """
+
+    def createUser(user: str) -> Deferred[None]:
+        """
+        Create the user's store with INBOX, Sent, Drafts, Trash and Junk.
+        Idempotent.
+        """
+
+    def deliver(user: str, messagePath: str, prefix: bytes, folder: str = "INBOX") -> Deferred[str]:
+        """
+        Store C{prefix} followed by the bytes of the file C{messagePath}.
+
+        @return: a Deferred firing with the new message's uid once the
+            message is durable (fsync'd).
+        """
+
+    def openMailbox(user: str, folder: str = "INBOX") -> Deferred[IMailbox]:
+        """
+        @return: the folder, created when missing.
+        """
+
+
+class IMessageSink(Interface):
+    """
+    Where a receiving protocol hands an accepted message.
+    """
+
+    def enqueue(envelope: Envelope, data: bytes) -> Deferred[str]:
+        """
+        Take responsibility for a message.
+
+        @param data: the whole message, headers included, CRLF line ends.
+        @return: a Deferred firing with the queue id once message and
+            envelope are fsync'd: only then may a server say 250.
+        """
+
+
+class ISpool(Interface):
+    """
+    Durable storage for queued messages: one raw message file and one
+    JSON envelope per message.
+    """
+
+    def store(envelope: Envelope, data: bytes) -> Deferred[None]:
+        """
+        Write message and envelope durably; fires once both are fsync'd.
+        """
+
+    def update(envelope: Envelope) -> Deferred[None]:
+        """
+        Replace the stored envelope atomically (per-recipient state).
+        """
+
+    def remove(queueId: str) -> Deferred[None]:
+        """
+        Delete a message and its envelope.
+        """
+
+    def messagePath(queueId: str) -> str:
+        """
+        @return: the path of the raw message file.
+        """
+
+    def load() -> Deferred[list[Envelope]]:
+        """
+        Read every committed envelope, discarding half-written files.
+        """
+
+
+class IDeliveryTarget(Interface):
+    """
+    Something that can deliver a queued message: local delivery, relay,
+    and the router that chooses between them.
+    """
+
+    def deliver(envelope: Envelope, messagePath: str) -> Deferred[dict[Recipient, Reply]]:
+        """
+        Try each pending recipient once.
+
+        @return: a reply per recipient tried: 2xx delivered, 4xx try again
+            later, 5xx failed for good.
+        """
+
+
+class IAccount(Interface):
+    """
+    The avatar of a logged-in user (twisted.cred).
+    """
+
+    address = Attribute("The user's full address, as str.")
+
+
+from mta.store.base import StoredMessage  # noqa: E402  (re-exported for IMailbox)
+
+__all__ = [
+    "IAccount",
+    "IBlockingRunner",
+    "IDeliveryTarget",
+    "IMailbox",
+    "IMessageSink",
+    "IMessageStore",
+    "ISpool",
+    "IUserDirectory",
+    "StoredMessage",
+]

@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.test_protocol -*-
+"""
+The one line-command base that SMTP and POP3 (and later IMAP) build on.
+
+It owns the input buffer and the transport: it splits lines, enforces the
+line-length, command-count and error limits, drops idle clients on the
+injected clock, and dispatches each line through a verb table to a
+handler.  A handler returns a reply (or C{None}), or a L{Deferred} of one;
+while a Deferred is pending no further input is processed, which gives
+correct pipelining for free.  Only L{LineCommandProtocol.sendReply} writes
+replies to the transport.
+
+Subclasses may switch to bulk mode (L{LineCommandProtocol.setBulkMode}) to
+receive raw bytes, which is how SMTP reads DATA without a callback per line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from twisted.logger import Logger
+
+R = TypeVar("R")
+
+#: A bulk-mode consumer gets the bytes received and returns how many it
+#: used; the rest stay in the buffer for line mode.  It returns C{None} to
+#: say it used everything and wants more.
+BulkConsumer = Callable[[bytes], "int | None"]
+
+
+def peerHost(address: IAddress | None) -> str:
+    """
+    @return: the IP address of a transport's peer, or C{""}.
+    """
+    host = getattr(address, "host", "")
+    return str(host)
+
+
+def isLoopback(host: str) -> bool:
+    """
+    @return: whether C{host} is 127.0.0.0/8 or ::1 (or a v4-mapped loopback).
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+class LineCommandProtocol(Protocol, Generic[R]):
+    """
+    Base protocol: lines in, replies (of type C{R}) out.
+
+    @cvar commands: maps upper-case verbs to handler method names.
+    @ivar maxLineLength: longest accepted line, line end included.
+    @ivar maxCommands: most commands per connection, then L{tooManyCommands}.
+    @ivar maxErrors: most protocol errors per connection, then a hang-up.
+    @ivar idleTimeout: seconds without input before L{timedOut}.
+    @ivar clock: the time source for the idle timer.
+    """
+
+    commands: ClassVar[dict[bytes, str]] = {}
+    maxLineLength = 2048
+    maxCommands = 1000
+    maxErrors = 20
+    idleTimeout = 300.0
+    _log = Logger()
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._buffer = b""
+        self._paused = False
+        self._bulk: BulkConsumer | None = None
+        self._discarding = False
+        self._idleCall: IDelayedCall | None = None
+        self.commandCount = 0
+        self.errorCount = 0
+        self.disconnecting = False
+        self.tlsActive = False
+        self.peer = ""
+
+    # -- hooks for subclasses -------------------------------------------------
+
+    def renderReply(self, reply: R) -> bytes:
+        """
+        Turn a reply into bytes for the wire.
+        """
+        raise NotImplementedError("subclasses render their own replies")
+
+    def greeting(self) -> R | None:
+        """
+        @return: the banner sent on connect, if any.
+        """
+        return None
+
+    def unknownCommand(self, verb: bytes, args: bytes) -> R | Deferred[R | None] | None:
+        """
+        Called for a verb not in L{commands}.
+        """
+        raise NotImplementedError("subclasses answer unknown commands")
+
+    def lineTooLong(self) -> R | None:
+        """
+        Called once for an input line over L{maxLineLength}; the rest of
+        that line is discarded.
+        """
+        raise NotImplementedError("subclasses answer over-long lines")
+
+    def tooManyCommands(self) -> R | None:
+        """
+        Called when L{maxCommands} is exceeded; the connection then closes.
+        """
+        raise NotImplementedError("subclasses answer command floods")
+
+    def tooManyErrors(self) -> R | None:
+        """
+        Called when L{maxErrors} is exceeded; the connection then closes.
+        """
+        raise NotImplementedError("subclasses answer error floods")
+
+    def timedOut(self) -> R | None:
+        """
+        Called when the client was idle for L{idleTimeout}; the connection
+        then closes.
+        """
+        raise NotImplementedError("subclasses answer idle clients")
+
+    def internalError(self, failure: Failure) -> R | None:
+        """
+        Called when a handler raised; the failure is logged already.
+        """
+        raise NotImplementedError("subclasses answer internal errors")
+
+    # -- connection ---------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.peer = peerHost(self.transport.getPeer())  # type: ignore[union-attr]
+        self.tlsActive = ISSLTransport.providedBy(self.transport)
+        self._resetIdle()
+        banner = self.greeting()
+        if banner is not None:
+            self.sendReply(banner)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.disconnecting = True
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.cancel()
+        self._idleCall = None
+
+    def _resetIdle(self) -> None:
+        if self._idleCall is not None and self._idleCall.active():
+            self._idleCall.reset(self.idleTimeout)
+        elif not self.disconnecting:
+            self._idleCall = self.clock.callLater(self.idleTimeout, self._idleExpired)
+
+    def _idleExpired(self) -> None:
+        self._idleCall = None
+        self.closeWith(self.timedOut())
+
+    # -- output ---------------------------------------------------------------------
+
+    def sendReply(self, reply: R | None) -> None:
+        """
+        Write one reply; the only place replies reach the transport.
+        """
+        if reply is not None and not self.disconnecting and self.transport is not None:
+            self.transport.write(self.renderReply(reply))
+
+    def closeWith(self, reply: R | None) -> None:
+        """
+        Send C{reply} and close the connection once it is written.
+        """
+        self.sendReply(reply)
+        self.disconnecting = True
+        self._buffer = b""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # -- input ------------------------------------------------------------------------
+
+    def setBulkMode(self, consumer: BulkConsumer | None) -> None:
+        """
+        Send raw input to C{consumer} instead of splitting lines; C{None}
+        returns to line mode.  Call it from a handler: the rest of the
+        current input goes to the consumer.
+        """
+        self._bulk = consumer
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.disconnecting:
+            return
+        self._resetIdle()
+        self._buffer += data
+        self._process()
+
+    def _process(self) -> None:
+        while self._buffer and not self._paused and not self.disconnecting:
+            if self._bulk is not None:
+                used = self._bulk(self._buffer)
+                if used is None:
+                    self._buffer = b""
+                    return
+                self._buffer = self._buffer[used:]
+                continue
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > self.maxLineLength:
+                    self._overlong()
+                return
+            if self._discarding:
+                self._discarding = False
+                self._buffer = self._buffer[end + 1 :]
+                continue
+            if end + 1 > self.maxLineLength:
+                self._buffer = self._buffer[end + 1 :]
+                self._countError(self.lineTooLong())
+                continue
+            line = self._buffer[:end]
+            self._buffer = self._buffer[end + 1 :]
+            self.lineReceived(line[:-1] if line.endswith(b"\r") else line)
+
+    def _overlong(self) -> None:
+        # Answer once per over-long line, then drop input up to its end.
+        self._buffer = b""
+        if not self._discarding:
+            self._discarding = True
+            self._countError(self.lineTooLong())
+
+    def _countError(self, reply: R | None) -> None:
+        self.errorCount += 1
+        if self.errorCount > self.maxErrors:
+            self.sendReply(reply)
+            self.closeWith(self.tooManyErrors())
+        else:
+            self.sendReply(reply)
+
+    def protocolError(self, reply: R | None) -> R | None:
+        """
+        Count one client error (bad syntax, bad sequence) and return the
+        reply to send; past L{maxErrors} the connection closes instead.
+        """
+        self.errorCount += 1
+        if self.errorCount > self.maxErrors:
+            self.sendReply(reply)
+            self.closeWith(self.tooManyErrors())
+            return None
+        return reply
+
+    def lineReceived(self, line: bytes) -> None:
+        """
+        Dispatch one line (without its line end) as a command.
+        """
+        self.commandCount += 1
+        if self.commandCount > self.maxCommands:
+            self.closeWith(self.tooManyCommands())
+            return
+        verb, _, args = line.partition(b" ")
+        name = self.commands.get(verb.upper())
+        try:
+            if name is None:
+                result = self.unknownCommand(verb, args)
+            else:
+                result = getattr(self, name)(args)
+        except Exception:
+            result = self._handlerFailed(Failure())
+        self.handleResult(result)
+
+    def handleResult(self, result: R | Deferred[Any] | None) -> None:
+        """
+        Send a handler's result; for a Deferred, hold further input until
+        it fires.
+        """
+        if not isinstance(result, Deferred):
+            self.sendReply(result)
+            return
+        self._paused = True
+        result.addErrback(self._handlerFailed)
+        result.addCallback(self._resume)
+
+    def _resume(self, reply: R | None) -> None:
+        self._paused = False
+        self.sendReply(reply)
+        if not self.disconnecting:
+            self._process()
+
+    def _handlerFailed(self, failure: Failure) -> R | None:
+        self._log.failure("command handler failed", failure)
+        return self.internalError(failure)

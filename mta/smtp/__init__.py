@@ -1,0 +1,1 @@
+"""smtp package of mta."""
