@@ -153,6 +153,12 @@ class IMessageSink(Interface):
     Where a receiving protocol hands an accepted message.
     """
 
+    def newQueueId() -> str:
+        """
+        @return: a fresh queue id, for the Received header and the logs of
+            a message about to be enqueued.
+        """
+
     def enqueue(envelope: Envelope, data: bytes) -> Deferred[str]:
         """
         Take responsibility for a message.

@@ -194,6 +194,13 @@ class LineCommandProtocol(Protocol, Generic[R]):
         """
         self._bulk = consumer
 
+    def discardInput(self) -> None:
+        """
+        Drop everything received and not yet processed (after STARTTLS, so
+        that nothing sent in plaintext is taken as sent under TLS).
+        """
+        self._buffer = b""
+
     def dataReceived(self, data: bytes) -> None:
         if self.disconnecting:
             return

@@ -1,0 +1,236 @@
+# -*- test-case-name: tests.test_scheduler -*-
+"""
+When to deliver: step "schedule" of the lifecycle.
+
+L{QueueManager} is the L{IMessageSink} the receiving protocols hand
+messages to.  It stores each one in the L{ISpool} (the 250 waits for
+that), tries it at once, and after a temporary failure again on the retry
+schedule, the last interval repeating, until the message is delivered,
+fails for good or outlives C{max_lifetime}; failed recipients bounce to
+the sender (never to C{<>}).  On start-up it loads the spool and resumes.
+Time comes from an injected clock, so all of this runs under
+L{twisted.internet.task.Clock} in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mta.envelope import Envelope, Recipient
+from mta.errors import Reply
+from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
+from mta.queue.spool import newQueueId
+
+_log = Logger(namespace="mta.queue")
+
+S451_INTERNAL = Reply(451, "4.3.0 Internal error during delivery")
+S554_EXPIRED = Reply(554, "4.4.7 Message expired: delivery was not possible in time")
+
+#: Makes and enqueues a bounce for the failed recipients of an envelope.
+Bouncer = Callable[[Envelope, Sequence[tuple[Recipient, Reply]], str], Deferred[object]]
+
+
+@implementer(IMessageSink)
+class QueueManager(Service):
+    """
+    Accepts messages into the spool and drives their delivery.
+
+    @ivar items: the envelopes in the queue by id, as last stored.
+    """
+
+    def __init__(
+        self,
+        spool: ISpool,
+        target: IDeliveryTarget,
+        clock: IReactorTime,
+        retrySchedule: Sequence[float],
+        maxLifetime: float,
+        concurrency: int = 32,
+    ) -> None:
+        self._spool = spool
+        self._target = target
+        self._clock = clock
+        self._schedule = tuple(retrySchedule)
+        self._maxLifetime = maxLifetime
+        self._slots = DeferredSemaphore(concurrency)
+        self._calls: dict[str, IDelayedCall] = {}
+        self._busy: set[str] = set()
+        self.items: dict[str, Envelope] = {}
+        self.bouncer: Bouncer | None = None
+
+    # -- IMessageSink --------------------------------------------------------------
+
+    def newQueueId(self) -> str:
+        """
+        @return: a fresh queue id for a message about to be enqueued.
+        """
+        return newQueueId()
+
+    def enqueue(self, envelope: Envelope, data: bytes) -> Deferred[str]:
+        """
+        Store the message durably, then schedule its first attempt now.
+        """
+        d = self._spool.store(envelope, data)
+
+        def stored(_: None) -> str:
+            self._track(envelope, 0)
+            return envelope.queueId
+
+        return d.addCallback(stored)
+
+    # -- service ---------------------------------------------------------------------
+
+    def startService(self) -> Deferred[None]:  # type: ignore[override]
+        """
+        Load the spool and schedule everything in it.
+        """
+        super().startService()
+        return self._spool.load().addCallback(self._resume)
+
+    def _resume(self, envelopes: list[Envelope]) -> None:
+        now = self._clock.seconds()
+        for envelope in envelopes:
+            self._track(envelope, max(0.0, envelope.nextAttempt - now))
+        _log.info("queue: loaded {n} messages", n=len(envelopes))
+
+    def stopService(self) -> None:
+        super().stopService()
+        for call in self._calls.values():
+            if call.active():
+                call.cancel()
+        self._calls.clear()
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def _track(self, envelope: Envelope, delay: float) -> None:
+        self.items[envelope.queueId] = envelope
+        self._later(envelope.queueId, delay)
+
+    def _later(self, queueId: str, delay: float) -> None:
+        old = self._calls.pop(queueId, None)
+        if old is not None and old.active():
+            old.cancel()
+        if self.running:
+            self._calls[queueId] = self._clock.callLater(delay, self._attempt, queueId)
+
+    def flush(self, queueId: str | None = None) -> int:
+        """
+        Try now, ignoring the schedule: one message or all of them.
+
+        @return: how many messages were rescheduled.
+        """
+        ids = [queueId] if queueId is not None else list(self.items)
+        ids = [i for i in ids if i in self.items and i not in self._busy]
+        for i in ids:
+            self._later(i, 0)
+        return len(ids)
+
+    def forget(self, queueId: str) -> bool:
+        """
+        Stop tracking a message that was deleted from the spool by hand.
+
+        @return: whether it was tracked.
+        """
+        call = self._calls.pop(queueId, None)
+        if call is not None and call.active():
+            call.cancel()
+        return self.items.pop(queueId, None) is not None
+
+    def _attempt(self, queueId: str) -> Deferred[None] | None:
+        self._calls.pop(queueId, None)
+        if queueId not in self.items or queueId in self._busy:
+            return None
+        self._busy.add(queueId)
+        d = self._slots.run(self._deliverOnce, queueId)
+        d.addErrback(lambda f: _log.failure("queue: id={id} attempt failed", f, id=queueId))
+        d.addBoth(lambda _: self._busy.discard(queueId))
+        return d
+
+    def _deliverOnce(self, queueId: str) -> Deferred[None]:
+        envelope = self.items[queueId]
+        d = self._target.deliver(envelope, self._spool.messagePath(queueId))
+        d.addErrback(self._allTemporary, envelope)
+        d.addCallback(self._recordOutcomes, envelope)
+        return d
+
+    def _allTemporary(self, failure: Failure, envelope: Envelope) -> dict[Recipient, Reply]:
+        _log.failure("queue: id={id} delivery raised", failure, id=envelope.queueId)
+        return {r: S451_INTERNAL for r in envelope.pending}
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _recordOutcomes(
+        self, results: dict[Recipient, Reply], envelope: Envelope
+    ) -> Deferred[None]:
+        now = self._clock.seconds()
+        expired = now - envelope.arrival >= self._maxLifetime
+        recipients = []
+        failed: list[tuple[Recipient, Reply]] = []
+        for r in envelope.recipients:
+            reply = results.get(r)
+            if r.state != "pending" or reply is None:
+                recipients.append(r)
+                continue
+            if reply.isTemporary and expired:
+                reply = Reply(554, f"{S554_EXPIRED.text}; last error: {reply}")
+            updated = self._applyReply(envelope, r, reply, now)
+            if updated.state == "failed":
+                failed.append((updated, reply))
+            recipients.append(updated)
+        envelope = replace(envelope, recipients=tuple(recipients))
+        return self._bounce(envelope, failed).addCallback(lambda _: self._settle(envelope))
+
+    def _applyReply(self, envelope: Envelope, r: Recipient, reply: Reply, now: float) -> Recipient:
+        if reply.code < 300:
+            state = "delivered"
+        elif reply.isPermanent:
+            state = "failed"
+        else:
+            state = "pending"
+        _log.info(
+            "delivery: id={id} to=<{to}> orig=<{orig}> status={status} delay={delay:.2f}s "
+            "attempts={n} reply={reply}",
+            id=envelope.queueId,
+            to=r.address,
+            orig=r.original,
+            status={"delivered": "sent", "failed": "bounced", "pending": "deferred"}[state],
+            delay=now - envelope.arrival,
+            n=r.attempts + 1,
+            reply=str(reply),
+        )
+        return r.withOutcome(state, "" if state == "delivered" else str(reply))
+
+    def _bounce(
+        self, envelope: Envelope, failed: list[tuple[Recipient, Reply]]
+    ) -> Deferred[object]:
+        if not failed or self.bouncer is None:
+            return succeed(None)
+        if envelope.sender.isNull:
+            _log.info("queue: id={id} failed recipients, no bounce to <>", id=envelope.queueId)
+            return succeed(None)
+        return self.bouncer(envelope, failed, self._spool.messagePath(envelope.queueId))
+
+    def _settle(self, envelope: Envelope) -> Deferred[None]:
+        queueId = envelope.queueId
+        if not envelope.pending:
+            self.items.pop(queueId, None)
+            _log.info("queue: id={id} removed", id=queueId)
+            return self._spool.remove(queueId)
+        attempts = max(r.attempts for r in envelope.pending)
+        delay = self._schedule[min(attempts, len(self._schedule)) - 1]
+        envelope = replace(envelope, nextAttempt=self._clock.seconds() + delay)
+        self.items[queueId] = envelope
+
+        def stored(_: None) -> None:
+            if queueId in self.items:
+                self._later(queueId, delay)
+
+        return self._spool.update(envelope).addCallback(stored)

@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.test_spool -*-
+"""
+The durable queue on disk: step "accept" of the lifecycle.
+
+Each queued message is two files in C{data_dir/queue}::
+
+    <id>.msg   the raw message (Received header included), CRLF line ends
+    <id>.env   its envelope as JSON (readable with any pager)
+
+L{Spool.store} writes and fsyncs the message, writes the envelope to a
+temporary name, fsyncs it, renames it into place and fsyncs the folder.
+The envelope's presence is the commit point: at start-up a C{.msg} without
+its C{.env} is a message that was never acknowledged and is deleted.  The
+server says 250 only after L{Spool.store}'s Deferred fires, so a crash at
+any moment loses nothing that was accepted.
+
+All file work runs on an L{IBlockingRunner}; nothing here blocks the reactor.
+Implements L{ISpool}.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mta.envelope import Envelope
+from mta.interfaces import IBlockingRunner, ISpool
+
+_log = Logger(namespace="mta.queue")
+
+_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
+_counter = itertools.count()
+_counterLock = threading.Lock()
+
+
+def _encode(n: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        n, r = divmod(n, len(_ALPHABET))
+        out.append(_ALPHABET[r])
+    return "".join(reversed(out))
+
+
+def newQueueId() -> str:
+    """
+    Make a queue id: sortable by time, unique within this host, 16
+    characters from an alphabet without vowels (so ids never spell words).
+    """
+    with _counterLock:
+        n = next(_counter)
+    micros = time.time_ns() // 1000
+    return _encode(micros, 10) + _encode((n << 16) | secrets.randbits(16), 6)
+
+
+def _writeAll(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _writeSynced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _writeAll(fd, data)
+        # fdatasync flushes the data and the size, all a new file needs.
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsyncDirectory(path: Path) -> None:
+    """
+    fsync a directory so that entries created or renamed in it are durable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@implementer(ISpool)
+class Spool:
+    """
+    The queue folder: durable storage of messages and envelopes.
+
+    @ivar path: the folder, C{data_dir/queue}.
+    """
+
+    def __init__(self, path: Path, runner: IBlockingRunner) -> None:
+        self.path = path
+        self._runner = runner
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def messagePath(self, queueId: str) -> str:
+        """
+        @return: the path of the raw message of C{queueId}.
+        """
+        return str(self.path / f"{queueId}.msg")
+
+    def envelopePath(self, queueId: str) -> Path:
+        """
+        @return: the path of the JSON envelope of C{queueId}.
+        """
+        return self.path / f"{queueId}.env"
+
+    def store(self, envelope: Envelope, data: bytes) -> Deferred[None]:
+        """
+        Write message and envelope durably; see L{ISpool.store}.
+        """
+        return self._runner.run(self.storeSync, envelope, data)
+
+    def storeSync(self, envelope: Envelope, data: bytes) -> None:
+        """
+        The blocking body of L{store}.
+        """
+        _writeSynced(Path(self.messagePath(envelope.queueId)), data)
+        self._commitEnvelope(envelope)
+
+    def _commitEnvelope(self, envelope: Envelope) -> None:
+        final = self.envelopePath(envelope.queueId)
+        tmp = final.with_suffix(".tmp")
+        _writeSynced(tmp, json.dumps(envelope.toJSON(), indent=1).encode())
+        os.rename(tmp, final)
+        fsyncDirectory(self.path)
+
+    def update(self, envelope: Envelope) -> Deferred[None]:
+        """
+        Replace the envelope atomically; see L{ISpool.update}.
+        """
+        return self._runner.run(self._commitEnvelope, envelope)
+
+    def remove(self, queueId: str) -> Deferred[None]:
+        """
+        Delete message and envelope; see L{ISpool.remove}.
+        """
+        return self._runner.run(self.removeSync, queueId)
+
+    def removeSync(self, queueId: str) -> None:
+        """
+        The blocking body of L{remove}.  The envelope goes first: should we
+        crash in between, the orphaned message file is swept at start-up.
+        """
+        for path in (self.envelopePath(queueId), Path(self.messagePath(queueId))):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def load(self) -> Deferred[list[Envelope]]:
+        """
+        Read every committed envelope; see L{ISpool.load}.
+        """
+        return self._runner.run(self.loadSync)
+
+    def loadSync(self) -> list[Envelope]:
+        """
+        The blocking body of L{load}: read envelopes, sweep leftovers.
+        """
+        names = set(os.listdir(self.path))
+        envelopes = []
+        for name in sorted(names):
+            stem, _, suffix = name.rpartition(".")
+            if suffix == "tmp" or (suffix == "msg" and f"{stem}.env" not in names):
+                # Never acknowledged: the envelope is the commit point.
+                os.unlink(self.path / name)
+                continue
+            if suffix != "env":
+                continue
+            envelope = self._readEnvelope(stem, names)
+            if envelope is not None:
+                envelopes.append(envelope)
+        return envelopes
+
+    def _readEnvelope(self, queueId: str, names: set[str]) -> Envelope | None:
+        if f"{queueId}.msg" not in names:
+            _log.error("queue: id={id} envelope without message, removed", id=queueId)
+            os.unlink(self.envelopePath(queueId))
+            return None
+        try:
+            return Envelope.fromJSON(json.loads(self.envelopePath(queueId).read_bytes()))
+        except (ValueError, OSError) as e:
+            # Keep the files for a human; never deliver what we cannot read.
+            _log.error("queue: id={id} unreadable envelope kept aside: {e}", id=queueId, e=e)
+            os.rename(self.envelopePath(queueId), self.path / f"{queueId}.bad")
+            return None
+
+    def readEnvelope(self, queueId: str) -> Envelope:
+        """
+        Read one envelope (blocking; for C{mta queue show}).
+
+        @raise KeyError: no such message in the queue.
+        """
+        try:
+            data = self.envelopePath(queueId).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(queueId) from None
+        return Envelope.fromJSON(json.loads(data))
