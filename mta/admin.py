@@ -1,0 +1,281 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+The C{mta} admin command: users, aliases and config checks.
+
+C{mta [--config PATH] COMMAND ...}, as SPEC section 3 says.  It changes
+the same files the running server reads (L{mta.directory.files}); the
+server picks the changes up within a second, without a restart.
+
+Exit status 0 on success; 1 with one line on stderr otherwise, e.g.
+C{mta: user alice@example.com exists}.  Passwords and hashes are never
+printed.
+
+Each command group (C{user}, C{alias}, C{check}) is one C{_add*Commands}
+function that registers its subcommands and handlers; a new group (queue,
+dkim, dns) is one more such function and one line in L{_buildParser}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from mta.config import Config, embeddedDefault, loadConfig
+from mta.directory.files import FileDirectory
+from mta.errors import ConfigError
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+class _UsageError(Exception):
+    """
+    The command line is wrong; the message says how.
+    """
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    An C{ArgumentParser} whose errors follow our rule (one line, exit 1)
+    instead of argparse's usage dump and exit 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """
+    @return: the config named by C{--config}, or the embedded default.
+    @raise ConfigError: the file is not valid.
+    """
+    if args.config is None:
+        return embeddedDefault()
+    return loadConfig(args.config)
+
+
+def _directory(args: argparse.Namespace) -> FileDirectory:
+    """
+    @return: the user directory of the configured server.
+    """
+    config = _config(args)
+    return FileDirectory(config.data_dir, config.domains)
+
+
+def _readPassword(args: argparse.Namespace) -> str:
+    """
+    Read a new password: one line from stdin with C{--password-stdin},
+    else prompted twice on the terminal.
+
+    @raise ValueError: empty, or the two entries differ.
+    """
+    if args.password_stdin:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    else:
+        try:
+            password = getpass.getpass("New password: ")
+            again = getpass.getpass("Retype new password: ")
+        except EOFError:
+            raise ValueError("no password given") from None
+        if again != password:
+            raise ValueError("passwords do not match")
+    if not password:
+        raise ValueError("empty password")
+    return password
+
+
+def _hash(password: str) -> str:
+    """
+    @return: the argon2id hash of C{password}.
+    """
+    from mta.auth import hashPassword
+
+    return hashPassword(password)
+
+
+def _userAdd(args: argparse.Namespace) -> int:
+    """
+    C{mta user add ADDRESS}: check the address, ask for the password,
+    create the mail folders, then the account.
+    """
+    from mta.store.maildir import createUserFolders
+
+    directory = _directory(args)
+    address = directory.checkNewUser(args.address)
+    hashed = _hash(_readPassword(args))
+    # Folders first: if they cannot be made, no account without a mailbox.
+    createUserFolders(directory.dataDir, address)
+    directory.addUser(address, hashed)
+    return 0
+
+
+def _userPasswd(args: argparse.Namespace) -> int:
+    """
+    C{mta user passwd ADDRESS}: replace a user's password.
+    """
+    directory = _directory(args)
+    if directory.passwordHash(args.address) is None:
+        raise ValueError(f"no such user {args.address.strip().lower()}")
+    directory.setPassword(args.address, _hash(_readPassword(args)))
+    return 0
+
+
+def _userDel(args: argparse.Namespace) -> int:
+    """
+    C{mta user del ADDRESS}: remove the account; its mail stays on disk.
+    """
+    _directory(args).deleteUser(args.address)
+    return 0
+
+
+def _userList(args: argparse.Namespace) -> int:
+    """
+    C{mta user list}: one address per line, sorted.
+    """
+    for user in _directory(args).users():
+        print(user)
+    return 0
+
+
+def _aliasAdd(args: argparse.Namespace) -> int:
+    """
+    C{mta alias add ALIAS TARGET...}: create an alias or add targets.
+    """
+    _directory(args).addAlias(args.alias, args.targets)
+    return 0
+
+
+def _aliasDel(args: argparse.Namespace) -> int:
+    """
+    C{mta alias del ALIAS}.
+    """
+    _directory(args).deleteAlias(args.alias)
+    return 0
+
+
+def _aliasList(args: argparse.Namespace) -> int:
+    """
+    C{mta alias list}: C{alias: target, target} per line, sorted.
+    """
+    for alias, targets in _directory(args).aliases().items():
+        print(f"{alias}: {', '.join(targets)}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """
+    C{mta check}: validate the config, and the users and aliases files it
+    points at.
+    """
+    config = _config(args)
+    directory = FileDirectory(config.data_dir, config.domains)
+    if directory.problems:
+        raise ValueError(directory.problems[0])
+    print(f"ok: {config.source}")
+    return 0
+
+
+def _command(
+    group: argparse._SubParsersAction[_Parser], name: str, handler: _Handler, help: str
+) -> _Parser:
+    """
+    Add one subcommand that runs C{handler}.
+    """
+    parser = group.add_parser(name, help=help, description=help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _addUserCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta user add|passwd|del|list}.
+    """
+    user = commands.add_parser("user", help="manage user accounts")
+    sub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, handler, text in [
+        ("add", _userAdd, "create a user and its mail folders"),
+        ("passwd", _userPasswd, "change a user's password"),
+    ]:
+        parser = _command(sub, name, handler, text)
+        parser.add_argument("address", metavar="ADDRESS")
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin",
+        )
+    parser = _command(sub, "del", _userDel, "delete a user (its mail stays)")
+    parser.add_argument("address", metavar="ADDRESS")
+    _command(sub, "list", _userList, "list the users")
+
+
+def _addAliasCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta alias add|del|list}.
+    """
+    alias = commands.add_parser("alias", help="manage aliases")
+    sub = alias.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parser = _command(sub, "add", _aliasAdd, "create an alias or add targets to it")
+    parser.add_argument("alias", metavar="ALIAS")
+    parser.add_argument("targets", metavar="TARGET", nargs="+")
+    parser = _command(sub, "del", _aliasDel, "delete an alias")
+    parser.add_argument("alias", metavar="ALIAS")
+    _command(sub, "list", _aliasList, "list the aliases and their targets")
+
+
+def _addCheckCommand(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta check}.
+    """
+    _command(commands, "check", _check, "validate the config; exit 1 on error")
+
+
+def _buildParser() -> _Parser:
+    """
+    @return: the parser for the whole command line.
+    """
+    parser = _Parser(prog="mta", description="Administer the mta mail server.")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="the TOML config file (default: the embedded default, data in ./mta-data)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _addUserCommands(commands)
+    _addAliasCommands(commands)
+    _addCheckCommand(commands)
+    return parser
+
+
+def _describe(error: Exception) -> str:
+    """
+    @return: one line for C{error}; file errors name the file.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the C{mta} command.
+
+    @param argv: the arguments after the program name; C{sys.argv[1:]}
+        when C{None}.
+    @return: the exit status: 0 on success, 1 on any error (after one
+        line on stderr).
+    """
+    try:
+        args = _buildParser().parse_args(argv)
+        handler: _Handler = args.handler
+        return handler(args)
+    except (_UsageError, ConfigError, ValueError, OSError) as e:
+        print(f"mta: {_describe(e)}", file=sys.stderr)
+        return 1
+    except SystemExit as e:  # --help and --version end here
+        return e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:
+        print("mta: interrupted", file=sys.stderr)
+        return 1
