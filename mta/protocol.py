@@ -28,10 +28,11 @@ from twisted.logger import Logger
 
 R = TypeVar("R")
 
-#: A bulk-mode consumer gets the bytes received and returns how many it
-#: used; the rest stay in the buffer for line mode.  It returns C{None} to
-#: say it used everything and wants more.
-BulkConsumer = Callable[[bytes], "int | None"]
+#: A bulk-mode consumer gets the bytes received.  It returns C{None} to say
+#: it used everything and wants more; or, when it is done, how many bytes
+#: it used (the rest go back to line mode) and its result, which is handled
+#: like a command handler's.
+BulkConsumer = Callable[[bytes], "tuple[int, Any] | None"]
 
 
 def peerHost(address: IAddress | None) -> str:
@@ -79,6 +80,7 @@ class LineCommandProtocol(Protocol, Generic[R]):
         self._buffer = b""
         self._paused = False
         self._bulk: BulkConsumer | None = None
+        self._processing = False
         self._discarding = False
         self._idleCall: IDelayedCall | None = None
         self.commandCount = 0
@@ -188,9 +190,9 @@ class LineCommandProtocol(Protocol, Generic[R]):
 
     def setBulkMode(self, consumer: BulkConsumer | None) -> None:
         """
-        Send raw input to C{consumer} instead of splitting lines; C{None}
-        returns to line mode.  Call it from a handler: the rest of the
-        current input goes to the consumer.
+        Send raw input to C{consumer} instead of splitting lines, until it
+        says it is done.  Call it from a handler: the rest of the current
+        input goes to the consumer.
         """
         self._bulk = consumer
 
@@ -209,13 +211,27 @@ class LineCommandProtocol(Protocol, Generic[R]):
         self._process()
 
     def _process(self) -> None:
+        if self._processing:
+            # A handler's Deferred fired synchronously: the loop below is
+            # already running and will carry on; don't recurse.
+            return
+        self._processing = True
+        try:
+            self._processLoop()
+        finally:
+            self._processing = False
+
+    def _processLoop(self) -> None:
         while self._buffer and not self._paused and not self.disconnecting:
             if self._bulk is not None:
-                used = self._bulk(self._buffer)
-                if used is None:
+                done = self._bulk(self._buffer)
+                if done is None:
                     self._buffer = b""
                     return
+                used, result = done
                 self._buffer = self._buffer[used:]
+                self._bulk = None
+                self.handleResult(result)
                 continue
             end = self._buffer.find(b"\n")
             if end < 0:

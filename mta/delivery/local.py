@@ -58,7 +58,10 @@ class LocalDelivery:
 
     def _deliverOne(self, envelope: Envelope, r: Recipient, messagePath: str) -> Deferred[Reply]:
         user = r.address.canonical()
-        if not self._directory.isUser(r.address):
+        # A user deleted since RCPT no longer resolves to itself; an
+        # unaliased postmaster@ does, and gets a mailbox of its own.
+        targets = self._directory.resolve(r.address)
+        if targets is None or r.address not in targets:
             d: Deferred[Reply] = Deferred()
             d.callback(S550_NO_USER)
             return d

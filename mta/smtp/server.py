@@ -296,7 +296,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         # Anything pipelined after STARTTLS arrived in plaintext: drop it
         # (CVE-2011-0411), and with it every bit of earlier state.
         self.discardInput()
-        self.transport.startTLS(self.factory.tls.contextFactory())  # type: ignore[union-attr]
+        self.transport.startTLS(self.factory.tls)  # type: ignore[union-attr]
         self.tlsActive = True
         self.heloName, self.esmtp, self.authUser = None, False, ""
         self._resetTransaction()
@@ -480,7 +480,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
 
     # -- DATA in bulk ------------------------------------------------------------------------------
 
-    def _dataReceived(self, chunk: bytes) -> int | None:
+    def _dataReceived(self, chunk: bytes) -> tuple[int, Any] | None:
         """
         Consume raw DATA input; the buffer starts with a CRLF so that the
         terminator is always C{CRLF.CRLF}, even for an empty message.
@@ -500,9 +500,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         # RFC 5321 4.5.2: remove one leading dot from every line.
         body = bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
         self._data = bytearray()
-        self.setBulkMode(None)
-        self.handleResult(self._messageReceived(body))
-        return len(chunk) - leftover
+        return len(chunk) - leftover, self._messageReceived(body)
 
     def _messageReceived(self, body: bytes) -> Reply | Deferred[Reply] | None:
         t = self.transaction

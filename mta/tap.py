@@ -1,0 +1,171 @@
+# -*- test-case-name: tests.e2e.test_mail -*-
+"""
+C{twistd mta}: options and L{makeService}, the only place objects are wired.
+
+The service tree::
+
+    MultiService "mta"
+    |- BlockingRunner "io"            thread pool for fsync, files, argon2
+    |- TimerService "directory-reload" users/aliases seen without restart
+    |- TimerService "tls-reload"       renewed certificates picked up
+    |- QueueManager "queue"            loads the spool, schedules delivery
+    |- Listener "smtp:N"               MX (port 25)
+    |- Listener "submission:N"         STARTTLS + AUTH (587)
+    |- Listener "submissions:N"        implicit TLS + AUTH (465)
+    |- Listener "pop3:N" / "pop3s:N"   POP3 with STLS / implicit TLS
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.python import usage
+
+from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottle
+from mta.config import Config, embeddedDefault, loadConfig
+from mta.delivery.bounce import Bouncer
+from mta.delivery.local import LocalDelivery
+from mta.directory.files import FileDirectory
+from mta.errors import ConfigError
+from mta.interfaces import IBlockingRunner
+from mta.pop3.server import POP3Factory
+from mta.policy.relayaccess import RelayPolicy
+from mta.queue.scheduler import QueueManager
+from mta.queue.spool import Spool
+from mta.routing import Router
+from mta.service import Listener, limitConnections
+from mta.smtp.server import Mode, SMTPFactory
+from mta.store.maildir import MaildirStore, mailRootOf
+from mta.threads import BlockingRunner
+from mta.tls import TLSContextHolder, loadServerContext
+
+#: How often the directory files are checked for changes.
+DIRECTORY_RELOAD_INTERVAL = 1.0
+#: How often the certificate files are checked for changes.
+TLS_RELOAD_INTERVAL = 60.0
+
+SMTP_TOO_MANY = b"421 4.7.0 Error: too many connections\r\n"
+POP3_TOO_MANY = b"-ERR [SYS/TEMP] Too many connections\r\n"
+
+
+class Options(usage.Options):
+    """
+    C{twistd mta [--config PATH]}.
+    """
+
+    optParameters = [
+        ["config", "c", None, "The TOML config file (default: the embedded default)."],
+    ]
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the whole server from the command line options.
+
+    A bad config stops the start with one line naming the key.
+    """
+    from twisted.internet import reactor
+
+    try:
+        config = loadConfig(options["config"]) if options["config"] else embeddedDefault()
+        return buildService(config, reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"mta: {e}\n")
+        raise SystemExit(1) from None
+
+
+def _timer(parent: MultiService, name: str, interval: float, runner: IBlockingRunner,
+           f: Any, clock: Any) -> None:
+    timer = TimerService(interval, runner.run, f)
+    timer.clock = clock
+    timer.setName(name)
+    timer.setServiceParent(parent)
+
+
+def buildService(config: Config, reactor: Any) -> MultiService:
+    """
+    Wire every part for C{config}; the reactor is passed in so tests can
+    run whole trees side by side.
+
+    @raise ConfigError: the TLS files are unusable.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    top = MultiService()
+    runner = BlockingRunner(reactor, config.queue.io_threads)
+    runner.setName("io")
+    runner.setServiceParent(top)
+
+    directory = FileDirectory(config.data_dir, config.domains)
+    directory.reloadIfChanged()
+    _timer(top, "directory-reload", DIRECTORY_RELOAD_INTERVAL, runner,
+           directory.reloadIfChanged, reactor)
+
+    tls = loadServerContext(config)
+    _timer(top, "tls-reload", TLS_RELOAD_INTERVAL, runner, tls.reloadIfChanged, reactor)
+
+    store = MaildirStore(mailRootOf(config.data_dir), runner)
+    spool = Spool(config.data_dir / "queue", runner)
+    router = Router(config.domains, LocalDelivery(directory, store))
+    queue = QueueManager(
+        spool,
+        router,
+        reactor,
+        config.relay.retry_schedule,
+        config.relay.max_lifetime,
+        config.queue.delivery_concurrency,
+    )
+    queue.bouncer = Bouncer(queue, runner, config.hostname, reactor)
+    queue.setName("queue")
+    queue.setServiceParent(top)
+
+    limits = config.limits
+    portal = Portal(AccountRealm(), [DirectoryChecker(directory, runner)])
+    throttle = LoginThrottle(
+        reactor, limits.login_delay_after, limits.login_block_after, limits.login_block_time
+    )
+    authenticator = Authenticator(portal, throttle, reactor)
+
+    def smtp(mode: Mode) -> SMTPFactory:
+        return SMTPFactory(
+            mode=mode,
+            hostname=config.hostname,
+            directory=directory,
+            sink=queue,
+            relayPolicy=RelayPolicy(config.relay.trusted_networks),
+            limits=limits,
+            clock=reactor,
+            authenticator=authenticator,
+            tls=tls,
+        )
+
+    pop3 = POP3Factory(authenticator, store, tls, config.hostname, limits, reactor)
+    listeners: list[tuple[str, tuple[str, ...], IProtocolFactory, bytes, bool]] = [
+        ("smtp", config.listen.smtp, smtp(Mode.MX), SMTP_TOO_MANY, False),
+        ("submission", config.listen.submission, smtp(Mode.SUBMISSION), SMTP_TOO_MANY, False),
+        ("submissions", config.listen.submissions, smtp(Mode.SUBMISSIONS), SMTP_TOO_MANY, True),
+        ("pop3", config.listen.pop3, pop3, POP3_TOO_MANY, False),
+        ("pop3s", config.listen.pop3s, pop3, POP3_TOO_MANY, True),
+    ]
+    for name, descriptions, factory, refusal, implicitTLS in listeners:
+        for i, description in enumerate(descriptions):
+            limited = limitConnections(factory, limits, refusal)
+            listener = Listener(description, limited, reactor, tls if implicitTLS else None)
+            listener.setName(f"{name}:{i}")
+            listener.setServiceParent(top)
+    return top
+
+
+def listeningPorts(top: MultiService, name: str) -> list[Listener]:
+    """
+    @return: the listeners named C{name:N} in a tree built by
+        L{buildService} (for tests and benchmarks).
+    """
+    return [s for s in top if isinstance(s, Listener) and s.name.startswith(f"{name}:")]
+
+
+__all__ = ["Options", "TLSContextHolder", "buildService", "makeService"]
