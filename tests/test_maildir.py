@@ -470,7 +470,7 @@ class ThreadedDeliveryTests(TestCase):
         """
         Deliveries from 16 threads at once all land, each under its own name.
         """
-        count = 300
+        count = 100
         paths = [_writeFile(self.spool, b"%d\r\n" % i) for i in range(count)]
         d = gatherResults(
             [self.store.deliver("alice@example.com", p, b"") for p in paths]
