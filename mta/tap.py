@@ -24,6 +24,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.logger import Logger
 from twisted.python import usage
 
 from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottle
@@ -38,11 +39,13 @@ from mta.policy.relayaccess import RelayPolicy
 from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
 from mta.routing import Router
-from mta.service import Listener, limitConnections
+from mta.service import ConnectionLimiter, Listener
 from mta.smtp.server import Mode, SMTPFactory
 from mta.store.maildir import MaildirStore, mailRootOf
 from mta.threads import BlockingRunner
 from mta.tls import TLSContextHolder, loadServerContext
+
+_log = Logger(namespace="mta")
 
 #: How often the directory files are checked for changes.
 DIRECTORY_RELOAD_INTERVAL = 1.0
@@ -87,7 +90,24 @@ def _timer(parent: MultiService, name: str, interval: float, runner: IBlockingRu
     timer.setServiceParent(parent)
 
 
-def buildService(config: Config, reactor: Any) -> MultiService:
+class MailServer(MultiService):
+    """
+    The top of the service tree, keeping the shared parts at hand for
+    tests, benchmarks and the admin hooks.
+
+    @ivar config: the configuration it was built from.
+    @ivar directory: the user directory.
+    @ivar queue: the queue manager.
+    """
+
+    def __init__(self, config: Config, directory: FileDirectory, queue: QueueManager) -> None:
+        super().__init__()
+        self.config = config
+        self.directory = directory
+        self.queue = queue
+
+
+def buildService(config: Config, reactor: Any) -> MailServer:
     """
     Wire every part for C{config}; the reactor is passed in so tests can
     run whole trees side by side.
@@ -95,19 +115,9 @@ def buildService(config: Config, reactor: Any) -> MultiService:
     @raise ConfigError: the TLS files are unusable.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    top = MultiService()
     runner = BlockingRunner(reactor, config.queue.io_threads)
-    runner.setName("io")
-    runner.setServiceParent(top)
-
     directory = FileDirectory(config.data_dir, config.domains)
     directory.reloadIfChanged()
-    _timer(top, "directory-reload", DIRECTORY_RELOAD_INTERVAL, runner,
-           directory.reloadIfChanged, reactor)
-
-    tls = loadServerContext(config)
-    _timer(top, "tls-reload", TLS_RELOAD_INTERVAL, runner, tls.reloadIfChanged, reactor)
-
     store = MaildirStore(mailRootOf(config.data_dir), runner)
     spool = Spool(config.data_dir / "queue", runner)
     router = Router(config.domains, LocalDelivery(directory, store))
@@ -120,6 +130,16 @@ def buildService(config: Config, reactor: Any) -> MultiService:
         config.queue.delivery_concurrency,
     )
     queue.bouncer = Bouncer(queue, runner, config.hostname, reactor)
+
+    top = MailServer(config, directory, queue)
+    runner.setName("io")
+    runner.setServiceParent(top)
+    _timer(top, "directory-reload", DIRECTORY_RELOAD_INTERVAL, runner,
+           directory.reloadIfChanged, reactor)
+
+    tls = loadServerContext(config)
+    _timer(top, "tls-reload", TLS_RELOAD_INTERVAL, runner, tls.reloadIfChanged, reactor)
+
     queue.setName("queue")
     queue.setServiceParent(top)
 
@@ -151,16 +171,20 @@ def buildService(config: Config, reactor: Any) -> MultiService:
         ("pop3", config.listen.pop3, pop3, POP3_TOO_MANY, False),
         ("pop3s", config.listen.pop3s, pop3, POP3_TOO_MANY, True),
     ]
+    if config.listen.imap or config.listen.imaps:
+        # Said out loud rather than silently ignored: the IMAP server is
+        # its own piece of work and not in this version.
+        _log.warn("mta: [listen] imap/imaps set, but this version has no IMAP server yet")
     for name, descriptions, factory, refusal, implicitTLS in listeners:
         for i, description in enumerate(descriptions):
-            limited = limitConnections(factory, limits, refusal)
+            limited = ConnectionLimiter.fromConfig(factory, limits, refusal, reactor)
             listener = Listener(description, limited, reactor, tls if implicitTLS else None)
             listener.setName(f"{name}:{i}")
             listener.setServiceParent(top)
     return top
 
 
-def listeningPorts(top: MultiService, name: str) -> list[Listener]:
+def listeningPorts(top: MailServer, name: str) -> list[Listener]:
     """
     @return: the listeners named C{name:N} in a tree built by
         L{buildService} (for tests and benchmarks).

@@ -1,0 +1,133 @@
+"""
+End to end: the real service tree on loopback, driven by clients nobody
+here wrote (smtplib, swaks, poplib).
+"""
+
+from __future__ import annotations
+
+import shutil
+import smtplib
+import ssl
+import subprocess
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.e2e.harness import RunningServer, startServer, waitFor
+
+PASSWORD = "correct horse battery staple"
+
+
+def insecureContext() -> ssl.SSLContext:
+    """
+    A client TLS context that accepts the self-signed test certificate.
+    """
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class SMTPEndToEndTests(TestCase):
+    """
+    Mail in over SMTP and submission, out into the Maildir.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.server: RunningServer = yield startServer(self)
+        yield deferToThread(self.server.addUser, "alice@example.com", PASSWORD)
+
+    def sendmail(self, port: int, sender: str, rcpts: list[str], message: bytes) -> Any:
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                return client.sendmail(sender, rcpts, message)
+
+        return deferToThread(send)
+
+    @inlineCallbacks
+    def test_smtplibToMaildir(self) -> Any:
+        """A message sent with smtplib lands in the Maildir byte-exact, 8-bit and dots included."""
+        body = (
+            b"Subject: test\r\nFrom: x@remote.test\r\n\r\n"
+            b".leading dot\r\n..two dots\r\n.\r\n"
+            b"caf\xc3\xa9 8-bit \xff\xfe\r\n"
+        )
+        yield self.sendmail(self.server.ports["smtp"], "x@remote.test", ["alice@example.com"], body)
+        yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
+        [stored] = self.server.delivered("alice@example.com")
+        self.assertTrue(stored.startswith(b"Return-Path: <x@remote.test>\r\nDelivered-To: alice@example.com\r\nReceived: "))
+        self.assertTrue(stored.endswith(b"\r\n" + body))
+        yield waitFor(lambda: not self.server.queue.items)
+
+    @inlineCallbacks
+    def test_largeMessage(self) -> Any:
+        """A 5 MB message arrives intact."""
+        line = b"0123456789" * 7 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * (5 * 1024 * 1024 // len(line))
+        yield self.sendmail(self.server.ports["smtp"], "x@remote.test", ["alice@example.com"], body)
+        yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
+        self.assertTrue(self.server.delivered("alice@example.com")[0].endswith(b"\r\n" + body))
+
+    @inlineCallbacks
+    def test_replyCodes(self) -> Any:
+        """Unknown users get 550 5.1.1 and relaying 554 5.7.1 from a real client."""
+
+        def talk() -> tuple[Any, Any]:
+            with smtplib.SMTP("127.0.0.1", self.server.ports["smtp"], timeout=30) as c:
+                c.ehlo("client.test")
+                c.mail("x@remote.test")
+                return c.rcpt("nobody@example.com"), c.rcpt("postmaster@example.com")
+
+        unknown, postmaster = yield deferToThread(talk)
+        self.assertEqual(unknown[0], 550)
+        self.assertIn(b"5.1.1", unknown[1])
+        self.assertEqual(postmaster[0], 250)
+
+    @inlineCallbacks
+    def test_submissionWithStartTLSAndAuth(self) -> Any:
+        """Submission: STARTTLS, AUTH PLAIN, then mail to a local user."""
+
+        def submit() -> Any:
+            with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=30) as c:
+                c.starttls(context=insecureContext())
+                c.login("alice@example.com", PASSWORD)
+                return c.sendmail("alice@example.com", ["alice@example.com"], b"Subject: s\r\n\r\nhi\r\n")
+
+        yield deferToThread(submit)
+        yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
+        stored = self.server.delivered("alice@example.com")[0]
+        self.assertIn(b"with ESMTPSA", stored)
+        self.assertIn(b"Message-ID: <", stored)
+
+    @inlineCallbacks
+    def test_submissionsWrongPassword(self) -> Any:
+        """Implicit TLS submission refuses a wrong password with 535."""
+
+        def submit() -> Any:
+            with smtplib.SMTP_SSL("127.0.0.1", self.server.ports["submissions"], timeout=30,
+                                  context=insecureContext()) as c:
+                c.login("alice@example.com", "wrong")
+
+        f = yield self.assertFailure(deferToThread(submit), smtplib.SMTPAuthenticationError)
+        self.assertEqual(f.smtp_code, 535)
+
+    @inlineCallbacks
+    def test_swaks(self) -> Any:
+        """swaks, a real SMTP client, delivers through STARTTLS and AUTH LOGIN."""
+        if shutil.which("swaks") is None:
+            raise SkipTest("swaks is not installed (apt-get install swaks)")
+        argv = [
+            "swaks", "--server", "127.0.0.1", "--port", str(self.server.ports["submission"]),
+            "--tls", "--auth", "LOGIN", "--auth-user", "alice@example.com",
+            "--auth-password", PASSWORD, "--from", "alice@example.com",
+            "--to", "alice@example.com", "--body", "from swaks", "--timeout", "20",
+        ]
+        result = yield deferToThread(subprocess.run, argv, capture_output=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stdout.decode(errors="replace")[-2000:])
+        yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
+        self.assertIn(b"from swaks", self.server.delivered("alice@example.com")[0])
