@@ -1,0 +1,397 @@
+"""
+Tests for L{mta.admin}: the C{mta} command.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from twisted.trial.unittest import SynchronousTestCase
+
+from mta import auth
+from mta.admin import main
+from mta.auth import verifyPassword
+from mta.directory.files import FileDirectory
+from mta.envelope import Address
+
+CONFIG = """\
+hostname = "mail.example.com"
+data_dir = "data"
+domains = ["example.com", "example.org"]
+"""
+
+# Real argon2id with the cheapest parameters: verifyPassword accepts any,
+# and the production cost (a good fraction of a second) would make this
+# module slow.  test_realHash runs the production hasher once.
+_cheapHasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+class AdminTestCase(SynchronousTestCase):
+    """
+    Runs L{main} against a config in a temporary folder, capturing stdin,
+    stdout and stderr.
+    """
+
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).absolute()
+        self.base.mkdir()
+        self.config = self.base / "mta.toml"
+        self.config.write_text(CONFIG)
+        self.dataDir = self.base / "data"
+        self.stdout = io.StringIO()
+        self.stderr = io.StringIO()
+        self.patch(sys, "stdout", self.stdout)
+        self.patch(sys, "stderr", self.stderr)
+        self.patch(getpass, "getpass", self.noPrompt)
+        self.realHashPassword = auth.hashPassword
+        self.patch(auth, "hashPassword", _cheapHasher.hash)
+
+    def noPrompt(self, prompt: str = "") -> str:
+        """
+        Fail: this test must not prompt.
+        """
+        raise AssertionError(f"unexpected prompt {prompt!r}")
+
+    def run_(self, *argv: str, stdin: str = "") -> int:
+        """
+        Run C{mta --config <ours> argv...} with C{stdin}.
+        """
+        self.patch(sys, "stdin", io.StringIO(stdin))
+        return main(["--config", str(self.config), *argv])
+
+    def addUser(self, address: str, password: str = "s3cret pass") -> int:
+        """
+        Run C{mta user add address --password-stdin}.
+        """
+        return self.run_(
+            "user", "add", address, "--password-stdin", stdin=password + "\n"
+        )
+
+    def directory(self) -> FileDirectory:
+        """
+        @return: a fresh view of the directory the commands changed.
+        """
+        return FileDirectory(self.dataDir, ["example.com", "example.org"])
+
+    def assertFailed(self, status: int, line: str) -> None:
+        """
+        Assert exit status 1 and exactly C{line} on stderr, nothing on stdout.
+        """
+        self.assertEqual((status, self.stderr.getvalue()), (1, line + "\n"))
+        self.assertEqual(self.stdout.getvalue(), "")
+
+
+class UserCommandTests(AdminTestCase):
+    """
+    C{mta user add|passwd|del|list}.
+    """
+
+    def test_addWithPasswordStdin(self) -> None:
+        """
+        C{user add --password-stdin} stores an argon2id hash of the first
+        line (only the newline stripped) and prints nothing.
+        """
+        self.assertEqual(self.addUser("Alice@Example.com", " s3cret pass "), 0)
+        stored = self.directory().passwordHash("alice@example.com")
+        assert stored is not None
+        self.assertTrue(stored.startswith("$argon2id$"))
+        self.assertTrue(verifyPassword(stored, " s3cret pass "))
+        self.assertEqual((self.stdout.getvalue(), self.stderr.getvalue()), ("", ""))
+
+    def test_realHash(self) -> None:
+        """
+        C{user add} hashes with L{mta.auth.hashPassword}.
+        """
+        self.patch(auth, "hashPassword", self.realHashPassword)
+        self.addUser("alice@example.com", "pw")
+        stored = self.directory().passwordHash("alice@example.com")
+        assert stored is not None
+        self.assertTrue(stored.startswith("$argon2id$"))
+        self.assertNotIn("m=8,", stored)
+
+    def test_addCreatesMailFolders(self) -> None:
+        """
+        C{user add} creates INBOX and the special folders.
+        """
+        self.addUser("alice@example.com")
+        home = self.dataDir / "mail" / "example.com" / "alice"
+        for folder in ["", ".Sent", ".Drafts", ".Trash", ".Junk"]:
+            self.assertTrue((home / folder / "cur").is_dir(), folder)
+
+    def test_addInteractive(self) -> None:
+        """
+        Without C{--password-stdin} the password is asked twice.
+        """
+        prompts: list[str] = []
+
+        def fakeGetpass(prompt: str = "") -> str:
+            prompts.append(prompt)
+            return "typed twice"
+
+        self.patch(getpass, "getpass", fakeGetpass)
+        self.assertEqual(self.run_("user", "add", "bob@example.com"), 0)
+        self.assertEqual(len(prompts), 2)
+        stored = self.directory().passwordHash("bob@example.com")
+        assert stored is not None
+        self.assertTrue(verifyPassword(stored, "typed twice"))
+
+    def test_addMismatchedPasswords(self) -> None:
+        """
+        Two different entries fail and create nothing.
+        """
+        answers: Iterator[str] = iter(["one", "two"])
+        self.patch(getpass, "getpass", lambda prompt="": next(answers))
+        status = self.run_("user", "add", "bob@example.com")
+        self.assertFailed(status, "mta: passwords do not match")
+        self.assertEqual(self.directory().users(), [])
+        self.assertFalse((self.dataDir / "mail").exists())
+
+    def test_addEmptyPassword(self) -> None:
+        """
+        An empty password is refused.
+        """
+        status = self.run_(
+            "user", "add", "bob@example.com", "--password-stdin", stdin="\n"
+        )
+        self.assertFailed(status, "mta: empty password")
+
+    def test_addExisting(self) -> None:
+        """
+        Adding an existing user fails before asking for a password.
+        """
+        self.addUser("alice@example.com")
+        status = self.run_("user", "add", "ALICE@example.com")
+        self.assertFailed(status, "mta: user alice@example.com exists")
+
+    def test_addNonLocal(self) -> None:
+        """
+        A user outside the local domains is refused before any prompt.
+        """
+        status = self.run_("user", "add", "x@remote.net")
+        self.assertFailed(status, "mta: remote.net is not a local domain")
+
+    def test_addNotAnAddress(self) -> None:
+        """
+        Text that is not an address is refused with one line.
+        """
+        status = self.run_("user", "add", "alice")
+        self.assertFailed(status, "mta: not an address: 'alice'")
+
+    def test_passwd(self) -> None:
+        """
+        C{user passwd} replaces the password.
+        """
+        self.addUser("alice@example.com", "old")
+        status = self.run_(
+            "user", "passwd", "alice@example.com", "--password-stdin", stdin="new\n"
+        )
+        self.assertEqual(status, 0)
+        stored = self.directory().passwordHash("alice@example.com")
+        assert stored is not None
+        self.assertTrue(verifyPassword(stored, "new"))
+        self.assertFalse(verifyPassword(stored, "old"))
+
+    def test_passwdUnknown(self) -> None:
+        """
+        C{user passwd} of nobody fails before any prompt.
+        """
+        status = self.run_("user", "passwd", "carol@example.com")
+        self.assertFailed(status, "mta: no such user carol@example.com")
+
+    def test_delAndList(self) -> None:
+        """
+        C{user list} prints one address per line; C{user del} removes one.
+        """
+        self.addUser("bob@example.org")
+        self.addUser("alice@example.com")
+        self.assertEqual(self.run_("user", "del", "bob@example.org"), 0)
+        self.assertEqual(self.run_("user", "list"), 0)
+        self.assertEqual(self.stdout.getvalue(), "alice@example.com\n")
+
+    def test_delUnknown(self) -> None:
+        """
+        C{user del} of nobody fails.
+        """
+        status = self.run_("user", "del", "carol@example.com")
+        self.assertFailed(status, "mta: no such user carol@example.com")
+
+    def test_runningDirectorySeesAdd(self) -> None:
+        """
+        A directory loaded before C{mta user add} sees the user after
+        L{FileDirectory.reloadIfChanged}, as the running server does.
+        """
+        running = self.directory()
+        self.addUser("alice@example.com")
+        self.assertFalse(running.isUser(Address.parse("alice@example.com")))
+        self.assertTrue(running.reloadIfChanged())
+        self.assertTrue(running.isUser(Address.parse("alice@example.com")))
+
+    def test_defaultConfigUsesMtaData(self) -> None:
+        """
+        Without C{--config} the embedded default is used: data in
+        C{./mta-data}, domain C{localhost}.
+        """
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        os.chdir(self.base)
+        self.patch(sys, "stdin", io.StringIO("pw\n"))
+        status = main(["user", "add", "root@localhost", "--password-stdin"])
+        self.assertEqual(status, 0)
+        self.assertIn("root@localhost:", (self.base / "mta-data" / "users").read_text())
+
+
+class AliasCommandTests(AdminTestCase):
+    """
+    C{mta alias add|del|list}.
+    """
+
+    def test_addListDel(self) -> None:
+        """
+        Aliases are added (targets merged), listed and deleted.
+        """
+        self.addUser("alice@example.com")
+        self.assertEqual(
+            self.run_("alias", "add", "team@example.com", "alice@example.com"), 0
+        )
+        self.assertEqual(
+            self.run_("alias", "add", "team@example.com", "x@remote.net"), 0
+        )
+        self.assertEqual(
+            self.run_("alias", "add", "postmaster@example.org", "team@example.com"), 0
+        )
+        self.assertEqual(self.run_("alias", "list"), 0)
+        self.assertEqual(
+            self.stdout.getvalue(),
+            "postmaster@example.org: team@example.com\n"
+            "team@example.com: alice@example.com, x@remote.net\n",
+        )
+        self.assertEqual(self.run_("alias", "del", "postmaster@example.org"), 0)
+        resolved = self.directory().resolve(Address.parse("team@example.com"))
+        self.assertEqual(len(resolved or ()), 2)
+
+    def test_addToNobody(self) -> None:
+        """
+        An alias to a local address that is nobody is refused.
+        """
+        status = self.run_("alias", "add", "team@example.com", "carol@example.com")
+        self.assertFailed(status, "mta: no such user or alias carol@example.com")
+
+    def test_addOverUser(self) -> None:
+        """
+        An alias cannot take a user's address.
+        """
+        self.addUser("alice@example.com")
+        status = self.run_("alias", "add", "alice@example.com", "x@remote.net")
+        self.assertFailed(
+            status, "mta: alice@example.com is a user; an alias cannot have its address"
+        )
+
+    def test_addWithoutTargets(self) -> None:
+        """
+        C{alias add} needs a target: a usage error, exit 1, one line.
+        """
+        status = self.run_("alias", "add", "team@example.com")
+        self.assertEqual(status, 1)
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+        self.assertIn("TARGET", self.stderr.getvalue())
+
+    def test_delUnknown(self) -> None:
+        """
+        Deleting a missing alias fails.
+        """
+        status = self.run_("alias", "del", "team@example.com")
+        self.assertFailed(status, "mta: no such alias team@example.com")
+
+
+class CheckAndUsageTests(AdminTestCase):
+    """
+    C{mta check}, usage errors and what is never printed.
+    """
+
+    def test_checkGood(self) -> None:
+        """
+        A valid config prints C{ok: <source>} and exits 0.
+        """
+        self.assertEqual(self.run_("check"), 0)
+        self.assertEqual(self.stdout.getvalue(), f"ok: {self.config}\n")
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_checkBadKey(self) -> None:
+        """
+        An unknown key fails with one line naming it.
+        """
+        self.config.write_text(CONFIG + '[listen]\nsmtpp = ["tcp:25"]\n')
+        status = self.run_("check")
+        self.assertFailed(status, "mta: config: listen.smtpp: unknown key")
+
+    def test_checkBadValue(self) -> None:
+        """
+        A bad value fails with one line naming its key.
+        """
+        self.config.write_text(CONFIG.replace('"example.org"', "42"))
+        status = self.run_("check")
+        self.assertEqual(status, 1)
+        self.assertIn("domains", self.stderr.getvalue())
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+
+    def test_checkMissingFile(self) -> None:
+        """
+        A config file that is not there fails with one line.
+        """
+        self.config.unlink()
+        status = self.run_("check")
+        self.assertEqual(status, 1)
+        self.assertIn("cannot read", self.stderr.getvalue())
+
+    def test_checkMalformedUsersFile(self) -> None:
+        """
+        C{check} also fails on a malformed line in the users file.
+        """
+        self.dataDir.mkdir()
+        (self.dataDir / "users").write_text("nonsense\n")
+        status = self.run_("check")
+        users = self.dataDir / "users"
+        self.assertFailed(status, f"mta: {users} line 1: expected 'address:hash'")
+
+    def test_noCommand(self) -> None:
+        """
+        No command is a usage error: exit 1, one line.
+        """
+        self.assertEqual(main([]), 1)
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+        self.assertTrue(self.stderr.getvalue().startswith("mta: "))
+
+    def test_unknownCommand(self) -> None:
+        """
+        An unknown command is a usage error naming it.
+        """
+        self.assertEqual(self.run_("frobnicate"), 1)
+        self.assertIn("frobnicate", self.stderr.getvalue())
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+
+    def test_help(self) -> None:
+        """
+        C{--help} prints the commands and exits 0.
+        """
+        self.assertEqual(main(["--help"]), 0)
+        for command in ["user", "alias", "check"]:
+            self.assertIn(command, self.stdout.getvalue())
+
+    def test_secretsNeverPrinted(self) -> None:
+        """
+        Neither passwords nor hashes appear in any output.
+        """
+        self.addUser("alice@example.com", "topsecret")
+        self.addUser("alice@example.com", "topsecret")
+        self.run_("user", "list")
+        self.run_("alias", "list")
+        self.run_("check")
+        output = self.stdout.getvalue() + self.stderr.getvalue()
+        self.assertNotIn("topsecret", output)
+        self.assertNotIn("argon2", output)
