@@ -111,10 +111,16 @@ def _parseAliasLine(text: str) -> tuple[str, tuple[Address, ...]]:
 
 
 def _formatUser(key: str, hashed: str) -> str:
+    """
+    @return: the users-file line for one user.
+    """
     return f"{key}:{hashed}"
 
 
 def _formatAlias(key: str, targets: tuple[Address, ...]) -> str:
+    """
+    @return: the aliases-file line for one alias.
+    """
     return f"{key}: {', '.join(str(t) for t in targets)}"
 
 

@@ -103,6 +103,10 @@ class BaseDirectory:
     """
 
     def __init__(self, domains: Iterable[str]) -> None:
+        """
+        @param domains: the local domains, the primary one first.
+        @raise ValueError: there are none.
+        """
         ordered = _normaliseDomains(domains)
         self.domains = frozenset(ordered)
         self.primaryDomain = ordered[0]
