@@ -333,10 +333,17 @@ def _warnIfExpired(certificate: x509.Certificate, path: Path) -> None:
 # -- the holder ------------------------------------------------------------------------
 
 
-def _fileStamp(path: Path) -> tuple[int, int, int, int]:
-    # Follows symlinks, so certbot's live/ links switching to a new
-    # archive/ file counts as a change.
-    st = path.stat()
+def _fileStamp(path: Path, key: str) -> tuple[int, int, int, int]:
+    """
+    @return: what changes when the file at C{path} is replaced or
+        rewritten.  Symlinks are followed, so certbot's C{live/} links
+        moving to a new C{archive/} file count as a change.
+    @raise ConfigError: the file cannot be found; C{key} names its setting.
+    """
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ConfigError(f"config: {key}: cannot read {path}: {e.strerror}") from None
     return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
 
 
@@ -372,7 +379,10 @@ class TLSContextHolder:
         self._context = serverContext(certificatePath, privateKeyPath)
 
     def _currentStamps(self) -> tuple[tuple[int, ...], ...]:
-        return (_fileStamp(self.certificatePath), _fileStamp(self.privateKeyPath))
+        return (
+            _fileStamp(self.certificatePath, "tls.certificate"),
+            _fileStamp(self.privateKeyPath, "tls.private_key"),
+        )
 
     def getContext(self) -> SSL.Context:
         """
@@ -402,12 +412,8 @@ class TLSContextHolder:
         """
         try:
             stamps = self._currentStamps()
-        except OSError as e:
-            self._failed(f"cannot stat {e.filename}: {e.strerror}")
-            return False
-        if stamps == self._stamps:
-            return False
-        try:
+            if stamps == self._stamps:
+                return False
             context = serverContext(self.certificatePath, self.privateKeyPath)
         except ConfigError as e:
             self._failed(str(e))

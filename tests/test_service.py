@@ -76,10 +76,10 @@ def connect(port: IListeningPort | int) -> Deferred[Client]:
     """
     Connect a L{Client} to a listening port (or port number) on 127.0.0.1.
     """
-    if not isinstance(port, int):
-        port = port.getHost().port  # type: ignore[attr-defined]
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    return connectProtocol(endpoint, Client())
+    number: int = port if isinstance(port, int) else port.getHost().port  # type: ignore[attr-defined]
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
+    client: Deferred[Client] = connectProtocol(endpoint, Client())
+    return client
 
 
 class ListenerTests(TestCase):
@@ -234,18 +234,16 @@ class ConnectionLimiterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.built: list[Protocol] = []
-        factory = Factory.forProtocol(Echo)
-        realBuild = factory.buildProtocol
+        built = self.built
 
-        def build(addr: IAddress) -> Protocol | None:
-            p = realBuild(addr)
-            assert p is not None
-            self.built.append(p)
-            return p
+        class Recording(Factory):
+            def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+                protocol = Echo()
+                built.append(protocol)
+                return protocol
 
-        factory.buildProtocol = build  # type: ignore[method-assign]
         self.limiter = ConnectionLimiter(
-            factory, self.clock, REFUSAL, maxConnections=3, maxPerAddress=2
+            Recording(), self.clock, REFUSAL, maxConnections=3, maxPerAddress=2
         )
 
     def connect(self, address: IAddress) -> tuple[Protocol, AbortRecordingTransport]:
