@@ -1,13 +1,23 @@
 """
-Tests for L{mta.service}: listeners and connection limits.
+Tests for L{mta.service}: listeners and connection limits; and the
+production example C{etc/mta.toml}, whose listeners they serve.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    serverFromString,
+)
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -16,7 +26,16 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mta.config import LimitsConfig
+from mta.config import (
+    Config,
+    DNSConfig,
+    LimitsConfig,
+    ListenConfig,
+    LogConfig,
+    QueueConfig,
+    RelayConfig,
+    loadConfig,
+)
 from mta.service import ConnectionLimiter, Listener, ListenError
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -348,3 +367,102 @@ class ConnectionLimiterTests(SynchronousTestCase):
         )
         self.assertEqual((limiter.maxConnections, limiter.maxPerAddress), (7, 4))
         self.assertEqual(limiter.refusal, REFUSAL)
+
+
+EXAMPLE = Path(__file__).absolute().parent.parent / "etc" / "mta.toml"
+
+
+def tomlKeys(table: dict[str, object], prefix: str = "") -> set[str]:
+    """
+    @return: every key of a TOML document, dotted, tables included.
+    """
+    keys = set()
+    for name, value in table.items():
+        keys.add(prefix + name)
+        if isinstance(value, dict):
+            keys |= tomlKeys(value, f"{prefix}{name}.")
+    return keys
+
+
+def configKeys(cls: type, prefix: str = "") -> set[str]:
+    """
+    @return: every key a config dataclass reads, dotted, sections included.
+    """
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name == "source":
+            continue  # where the config came from, not a key
+        keys.add(prefix + field.name)
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys |= configKeys(hints[field.name], f"{prefix}{field.name}.")
+    return keys
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    """
+    Tests for the production example, C{etc/mta.toml}.
+    """
+
+    def test_loads(self) -> None:
+        """
+        The example loads, with the standard ports and production paths.
+        """
+        config = loadConfig(EXAMPLE)
+        self.assertEqual(config.hostname, "mail.example.com")
+        self.assertEqual(config.data_dir, Path("/var/lib/mta"))
+        self.assertEqual(config.domains, ("example.com",))
+        self.assertEqual(
+            config.listen,
+            ListenConfig(
+                smtp=("tcp:25",),
+                submission=("tcp:587",),
+                submissions=("tcp:465",),
+                imap=("tcp:143",),
+                imaps=("tcp:993",),
+                pop3=("tcp:110",),
+                pop3s=("tcp:995",),
+            ),
+        )
+        self.assertEqual(
+            config.tls.certificate,
+            Path("/etc/letsencrypt/live/mail.example.com/fullchain.pem"),
+        )
+        self.assertEqual(
+            config.tls.private_key,
+            Path("/etc/letsencrypt/live/mail.example.com/privkey.pem"),
+        )
+        self.assertEqual(config.relay.max_lifetime, 5 * 86400)
+        self.assertEqual(config.relay.smarthost, "")
+        self.assertEqual(config.dns.nameservers, ())
+        self.assertEqual(config.limits.message_size, 25 * 1024 * 1024)
+        self.assertEqual(config.limits.login_block_time, 900)
+
+    def test_defaultsAsDocumented(self) -> None:
+        """
+        Apart from the names and the listen/TLS sections, the example
+        states the built-in defaults.
+        """
+        config = loadConfig(EXAMPLE)
+        self.assertEqual(config.relay, RelayConfig())
+        self.assertEqual(config.dns, DNSConfig())
+        self.assertEqual(config.limits, LimitsConfig())
+        self.assertEqual(config.queue, QueueConfig())
+        self.assertEqual(config.log, LogConfig())
+
+    def test_everyKeyShown(self) -> None:
+        """
+        The example sets every key the configuration knows, and no other.
+        """
+        with EXAMPLE.open("rb") as f:
+            document = tomllib.load(f)
+        self.assertEqual(tomlKeys(document), configKeys(Config))
+
+    def test_descriptionsParse(self) -> None:
+        """
+        Every listen description in the example is a valid server endpoint.
+        """
+        config = loadConfig(EXAMPLE)
+        for field in dataclasses.fields(ListenConfig):
+            for description in getattr(config.listen, field.name):
+                serverFromString(reactor, description)
