@@ -1,0 +1,91 @@
+"""
+Runs mta as a real C{twistd} subprocess, for tests that must kill it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+_LISTENING = re.compile(r"mta: listening: (\S+) on \S+:(\d+)")
+
+
+def environment() -> dict[str, str]:
+    """
+    @return: an environment in which the subprocess imports this tree.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def runAdmin(config: Path, *argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """
+    Run the C{mta} admin command (blocking).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "mta", "--config", str(config), *argv],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=60,
+        check=False,
+    )
+
+
+class ServerProcess:
+    """
+    C{twistd -n mta --config PATH} in a subprocess.
+
+    @ivar ports: listener name (C{smtp:0}) to bound port, read from the log.
+    """
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
+
+    def start(self, timeout: float = 30.0) -> None:
+        """
+        Start and wait until every listener has logged its port (blocking).
+        """
+        self.log.write_text("")
+        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+                "-n", "--pidfile=", f"--logfile={self.log}", "mta", "--config", str(self.config)]
+        self.process = subprocess.Popen(argv, env=environment(), cwd=self.config.parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.ports = {m.group(1): int(m.group(2)) for m in _LISTENING.finditer(self.log.read_text())}
+            if "smtp:0" in self.ports:
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mta exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError("mta did not start listening in time")
+
+    def kill(self) -> None:
+        """
+        SIGKILL: no clean-up of any kind.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """
+        SIGTERM and wait.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
