@@ -11,6 +11,7 @@ from typing import Any, cast
 from argon2 import PasswordHasher
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -433,6 +434,21 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.assertIsNone(self.transport.producer)
         self.assertEqual(self.transport.producerState, "producing")
 
+    def test_timeoutWhileDraining(self) -> None:
+        """An idle timeout during a drain closes without running queued commands."""
+        self.deliver(MESSAGE_1)
+        self.connect(transport=SlowTransport(peerAddress=LOOPBACK))
+        self.login()
+        self.send(b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
+        self.transport.clear()
+        self.clock.advance(600)
+        self.assertEqual(
+            self.transport.value(), b"-ERR Disconnected for inactivity\r\n"
+        )
+        self.assertIsNone(self.transport.producer)
+        self.proto.connectionLost()
+        self.assertEqual(self.store.messages("alice@example.com"), [MESSAGE_1])
+
     def test_quitWhileDraining(self) -> None:
         """A connection closed while a reply drains lets go of the transport."""
         self.deliver(MESSAGE_1)
@@ -444,6 +460,25 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.assertEqual(
             self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n"
         )
+
+    def test_readingPausedWhileHandlerWaits(self) -> None:
+        """The transport stops reading while QUIT waits, and reads again after."""
+        self.deliver(MESSAGE_1)
+        self.login()
+        held: Deferred[None] = Deferred()
+        mailbox = self.proto._mailbox
+        assert mailbox is not None
+        self.patch(mailbox, "deleteMessages", lambda uids: held)
+        self.send(b"DELE 1\r\nQUIT\r\n")
+        self.assertEqual(self.transport.producerState, "paused")
+        self.transport.clear()
+        held.callback(None)
+        self.assertEqual(
+            self.transport.value(), b"+OK Logging out, 0 messages left\r\n"
+        )
+        # Resumed even though closing: TLS needs to read to finish its close.
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertTrue(self.transport.disconnecting)
 
     def test_sessionLog(self) -> None:
         """QUIT after a login logs one pop3 line with the counts."""

@@ -276,6 +276,7 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         self._removed = 0
         self._end = "drop"
         self._writePaused = False
+        self._readingPaused = False
         self._drained: Deferred[None] | None = None
 
     # -- base hooks ----------------------------------------------------------------
@@ -353,8 +354,15 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         Send C{reply} and close, first letting go of the transport as a
         producer (a transport does not close while one is registered).
         """
-        self._releaseDrain()
+        drained = self._detachDrain()
+        # Read again before closing, even though the base ignores input
+        # from now on: a TLS transport must read to see its close through.
+        self._resumeReading()
         super().closeWith(reply)
+        # Only now, with the base disconnecting, may the waiting command
+        # finish: no pipelined command runs after the last words.
+        if drained is not None:
+            drained.callback(None)
 
     def lineReceived(self, line: bytes) -> None:
         """
@@ -409,11 +417,13 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         return later.addBoth(self._resumeReading)
 
     def _pauseReading(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self._readingPaused:
+            self._readingPaused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
-    def _resumeReading(self, value: Any) -> Any:
-        if self.transport is not None and not self.disconnecting:
+    def _resumeReading(self, value: Any = None) -> Any:
+        if self.transport is not None and self._readingPaused:
+            self._readingPaused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
         return value
 
@@ -455,13 +465,21 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         """
         self._releaseDrain()
 
-    def _releaseDrain(self) -> None:
+    def _detachDrain(self) -> Deferred[None] | None:
+        """
+        Stop waiting for the transport to drain.
+
+        @return: the Deferred the waiting command holds, not yet fired.
+        """
         drained, self._drained = self._drained, None
-        if drained is None:
-            return
-        if self.transport is not None:
+        if drained is not None and self.transport is not None:
             self.transport.unregisterProducer()  # type: ignore[attr-defined]
-        drained.callback(None)
+        return drained
+
+    def _releaseDrain(self) -> None:
+        drained = self._detachDrain()
+        if drained is not None:
+            drained.callback(None)
 
     # -- helpers -------------------------------------------------------------------
 
