@@ -19,12 +19,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from mta.config import Config, embeddedDefault, loadConfig
+from mta.delivery.bounce import readHeaders
 from mta.directory.files import FileDirectory
+from mta.queue.control import ControlRequests, describeQueue
+from mta.queue.spool import Spool
+from mta.threads import SynchronousRunner
 from mta.errors import ConfigError
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -177,6 +183,80 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spool(args: argparse.Namespace) -> tuple[Spool, ControlRequests]:
+    """
+    @return: the queue of the configured data dir, and its control folder.
+    """
+    queueDir = _config(args).data_dir / "queue"
+    if not queueDir.is_dir():
+        raise ValueError(f"{queueDir}: no queue here (has the server ever run?)")
+    return Spool(queueDir, SynchronousRunner()), ControlRequests(queueDir)
+
+
+def _queueList(args: argparse.Namespace) -> int:
+    """
+    C{mta queue list}: a line per message: id, age, sender, and each
+    recipient with its state and last error.
+    """
+    spool, _ = _spool(args)
+    for line in describeQueue(spool, time.time()):
+        print(line)
+    return 0
+
+
+def _queueShow(args: argparse.Namespace) -> int:
+    """
+    C{mta queue show ID}: the envelope and the message's headers.
+    """
+    spool, _ = _spool(args)
+    try:
+        envelope = spool.readEnvelope(args.id)
+    except KeyError:
+        raise ValueError(f"{args.id}: no such message in the queue") from None
+    print(json.dumps(envelope.toJSON(), indent=2))
+    print()
+    sys.stdout.write(readHeaders(spool.messagePath(args.id)).decode("utf-8", "replace"))
+    return 0
+
+
+def _queueRequest(args: argparse.Namespace, words: list[str]) -> bool:
+    """
+    Hand C{words} to the running server.
+
+    @return: C{False} when no server runs (the caller acts itself).
+    @raise ValueError: a server runs but did not answer in time.
+    """
+    _, control = _spool(args)
+    if not control.serverRunning():
+        return False
+    if not control.submit(words):
+        raise ValueError("the running server did not take the request in 10 seconds")
+    return True
+
+
+def _queueFlush(args: argparse.Namespace) -> int:
+    """
+    C{mta queue flush [ID]}: try now, ignoring the retry schedule.
+    """
+    if not _queueRequest(args, ["flush", *([args.id] if args.id else [])]):
+        raise ValueError("no server is running; queued mail is tried when it starts")
+    return 0
+
+
+def _queueDelete(args: argparse.Namespace) -> int:
+    """
+    C{mta queue delete ID}: remove a message without delivering it.
+    """
+    spool, _ = _spool(args)
+    try:
+        spool.readEnvelope(args.id)
+    except KeyError:
+        raise ValueError(f"{args.id}: no such message in the queue") from None
+    if not _queueRequest(args, ["delete", args.id]):
+        spool.removeSync(args.id)
+    return 0
+
+
 def _command(
     group: argparse._SubParsersAction[_Parser], name: str, handler: _Handler, help: str
 ) -> _Parser:
@@ -224,6 +304,18 @@ def _addAliasCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
     _command(sub, "list", _aliasList, "list the aliases and their targets")
 
 
+def _addQueueCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta queue list|show|flush|delete}.
+    """
+    queue = commands.add_parser("queue", help="inspect and manage the mail queue")
+    sub = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _command(sub, "list", _queueList, "a line per queued message")
+    _command(sub, "show", _queueShow, "a message's envelope and headers").add_argument("id")
+    _command(sub, "flush", _queueFlush, "try now (all, or one)").add_argument("id", nargs="?")
+    _command(sub, "delete", _queueDelete, "remove a message").add_argument("id")
+
+
 def _addCheckCommand(commands: argparse._SubParsersAction[_Parser]) -> None:
     """
     Register C{mta check}.
@@ -244,6 +336,7 @@ def _buildParser() -> _Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _addUserCommands(commands)
     _addAliasCommands(commands)
+    _addQueueCommands(commands)
     _addCheckCommand(commands)
     return parser
 

@@ -124,6 +124,13 @@ class Listener(Service):
     def _listened(self, port: IListeningPort) -> None:
         self._pending = None
         self._port = port
+        host = port.getHost()
+        _log.info(
+            "mta: listening: {name} on {host}:{port}",
+            name=self.name,
+            host=getattr(host, "host", "-"),
+            port=getattr(host, "port", "-"),
+        )
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(port)

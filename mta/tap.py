@@ -18,7 +18,8 @@ The service tree::
 from __future__ import annotations
 
 import sys
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService
@@ -36,6 +37,7 @@ from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
 from mta.pop3.server import POP3Factory
 from mta.policy.relayaccess import RelayPolicy
+from mta.queue.control import ControlRequests
 from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
 from mta.routing import Router
@@ -49,6 +51,8 @@ _log = Logger(namespace="mta")
 
 #: How often the directory files are checked for changes.
 DIRECTORY_RELOAD_INTERVAL = 1.0
+#: How often C{mta queue flush|delete} requests are looked for.
+QUEUE_CONTROL_INTERVAL = 1.0
 #: How often the certificate files are checked for changes.
 TLS_RELOAD_INTERVAL = 60.0
 
@@ -105,6 +109,49 @@ class MailServer(MultiService):
         self.config = config
         self.directory = directory
         self.queue = queue
+        self.lockFile: IO[bytes] | None = None
+
+
+    def stopService(self) -> Any:
+        """
+        Stop every service, then let go of the queue lock.
+        """
+        d = super().stopService()
+        if self.lockFile is not None:
+            self.lockFile.close()
+            self.lockFile = None
+        return d
+
+
+def _controlQueue(top: MailServer, runner: IBlockingRunner, clock: Any, queueDir: Path) -> None:
+    """
+    Hold the queue lock and serve C{mta queue flush|delete} requests.
+
+    @raise ConfigError: another server runs on this data dir.
+    """
+    control = ControlRequests(queueDir)
+    try:
+        top.lockFile = control.holdLock()
+    except OSError as e:
+        raise ConfigError(f"config: data_dir: {e}") from None
+
+    def apply(requests: list[tuple[str, list[str]]]) -> None:
+        for name, words in requests:
+            if words[:1] == ["flush"]:
+                top.queue.flush(words[1] if len(words) > 1 else None)
+            elif words[:1] == ["delete"] and len(words) == 2:
+                top.queue.delete(words[1])
+            else:
+                _log.warn("queue: ignored bad control request {words}", words=words)
+            runner.run(control.done, name)
+
+    def poll() -> None:
+        runner.run(control.take).addCallback(apply)
+
+    timer = TimerService(QUEUE_CONTROL_INTERVAL, poll)
+    timer.clock = clock
+    timer.setName("queue-control")
+    timer.setServiceParent(top)
 
 
 def buildService(config: Config, reactor: Any) -> MailServer:
@@ -134,6 +181,7 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     top = MailServer(config, directory, queue)
     runner.setName("io")
     runner.setServiceParent(top)
+    _controlQueue(top, runner, reactor, config.data_dir / "queue")
     _timer(top, "directory-reload", DIRECTORY_RELOAD_INTERVAL, runner,
            directory.reloadIfChanged, reactor)
 

@@ -144,6 +144,19 @@ class QueueManager(Service):
             call.cancel()
         return self.items.pop(queueId, None) is not None
 
+    def delete(self, queueId: str) -> Deferred[bool]:
+        """
+        Delete a message from the queue without delivering it further
+        (C{mta queue delete}).  One being delivered right now is removed
+        when the attempt ends.
+
+        @return: a Deferred firing with whether the message was queued.
+        """
+        known = self.forget(queueId)
+        if known:
+            _log.info("queue: id={id} deleted by the administrator", id=queueId)
+        return self._spool.remove(queueId).addCallback(lambda _: known)
+
     def _attempt(self, queueId: str) -> Deferred[None] | None:
         self._calls.pop(queueId, None)
         if queueId not in self.items or queueId in self._busy:
@@ -220,6 +233,9 @@ class QueueManager(Service):
 
     def _settle(self, envelope: Envelope) -> Deferred[None]:
         queueId = envelope.queueId
+        if queueId not in self.items:
+            # Deleted by the administrator while this attempt ran.
+            return self._spool.remove(queueId)
         if not envelope.pending:
             self.items.pop(queueId, None)
             _log.info("queue: id={id} removed", id=queueId)

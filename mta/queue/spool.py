@@ -166,6 +166,7 @@ class Spool:
     def loadSync(self) -> list[Envelope]:
         """
         The blocking body of L{load}: read envelopes, sweep leftovers.
+        Only the server may call this, and only before it accepts mail.
         """
         names = set(os.listdir(self.path))
         envelopes = []
@@ -177,12 +178,26 @@ class Spool:
                 continue
             if suffix != "env":
                 continue
-            envelope = self._readEnvelope(stem, names)
+            envelope = self._loadEnvelope(stem, names)
             if envelope is not None:
                 envelopes.append(envelope)
         return envelopes
 
-    def _readEnvelope(self, queueId: str, names: set[str]) -> Envelope | None:
+    def envelopesSync(self) -> list[Envelope]:
+        """
+        Read every committed envelope without changing anything (blocking;
+        safe while a server runs, for C{mta queue list}).
+        """
+        envelopes = []
+        for name in sorted(os.listdir(self.path)):
+            if name.endswith(".env"):
+                try:
+                    envelopes.append(self.readEnvelope(name[:-4]))
+                except (KeyError, ValueError):
+                    continue
+        return envelopes
+
+    def _loadEnvelope(self, queueId: str, names: set[str]) -> Envelope | None:
         if f"{queueId}.msg" not in names:
             _log.error("queue: id={id} envelope without message, removed", id=queueId)
             os.unlink(self.envelopePath(queueId))

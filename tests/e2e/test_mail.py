@@ -131,3 +131,50 @@ class SMTPEndToEndTests(TestCase):
         self.assertEqual(result.returncode, 0, result.stdout.decode(errors="replace")[-2000:])
         yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
         self.assertIn(b"from swaks", self.server.delivered("alice@example.com")[0])
+
+
+class QueueCommandTests(TestCase):
+    """
+    C{mta queue list|show|flush|delete} against a running server.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_listAndDeleteWhileRunning(self) -> Any:
+        """A waiting message is listed with its state, then deleted by the running server."""
+        from mta.admin import main
+
+        server: RunningServer = yield startServer(self)
+        config = server.config.data_dir / "mta.toml"
+        config.write_text(
+            f'hostname = "mx.example.com"\ndata_dir = "{server.config.data_dir}"\n'
+            'domains = ["example.com"]\n'
+        )
+        yield self.sendmailTo(server, ["far@remote.test"])
+        yield waitFor(lambda: any(e.recipients[0].attempts for e in server.queue.items.values()))
+        [queueId] = list(server.queue.items)
+        out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "list"])
+        self.assertIn(queueId, out[1])
+        self.assertIn("<far@remote.test>(pending: 451 4.3.2", out[1])
+        out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "delete", queueId])
+        self.assertEqual(out[0], 0, out)
+        self.assertEqual(server.queue.items, {})
+        self.assertFalse((server.config.data_dir / "queue" / f"{queueId}.env").exists())
+
+    def sendmailTo(self, server: RunningServer, rcpts: list[str]) -> Any:
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=30) as c:
+                return c.sendmail("x@example.com", rcpts, b"Subject: q\r\n\r\nq\r\n")
+
+        return deferToThread(send)
+
+    @staticmethod
+    def runMain(main: Any, argv: list[str]) -> tuple[int, str]:
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(argv)
+        return code, out.getvalue()
