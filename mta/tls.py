@@ -133,14 +133,14 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _selfSignedUsable(certPath: Path, keyPath: Path) -> bool:
     """
-    @return: whether an existing self-signed pair can be kept.
+    @return: whether an existing self-signed pair can be kept: both files
+        load, belong together and are not about to expire.
     """
     try:
-        certificate = x509.load_pem_x509_certificate(certPath.read_bytes())
-        keyPath.stat()
-    except (OSError, ValueError):
+        chain, _ = _loadPair(certPath, keyPath)
+    except ConfigError:
         return False
-    left = certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    left = chain[0].not_valid_after_utc - datetime.datetime.now(datetime.UTC)
     return left > _RENEW_BEFORE
 
 

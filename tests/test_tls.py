@@ -196,6 +196,15 @@ class SelfSignedTests(SynchronousTestCase):
         self.assertEqual(cn[0].value, "mail.example.test")
         TLSContextHolder(certPath, keyPath)
 
+    def test_mismatchedPairReplaced(self) -> None:
+        """
+        A self-signed key that does not match its certificate is made anew.
+        """
+        certPath, keyPath = ensureSelfSigned(self.dataDir, "mail.example.test")
+        replaceFile(keyPath, pem(makeKey()))
+        ensureSelfSigned(self.dataDir, "mail.example.test")
+        TLSContextHolder(certPath, keyPath)
+
 
 # -- loading -------------------------------------------------------------------------
 
