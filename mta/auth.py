@@ -333,9 +333,7 @@ class Authenticator:
     Logs users in for the protocols: throttle, check, log.
     """
 
-    def __init__(
-        self, portal: Portal, throttle: LoginThrottle, clock: IReactorTime
-    ) -> None:
+    def __init__(self, portal: Portal, throttle: LoginThrottle, clock: IReactorTime) -> None:
         """
         @param portal: a portal over a L{DirectoryChecker} and L{AccountRealm}.
         @param throttle: the per-address failure counts.
@@ -345,9 +343,7 @@ class Authenticator:
         self._throttle = throttle
         self._clock = clock
 
-    def login(
-        self, username: str, password: str, peer: str, protocol: str = "-"
-    ) -> Deferred[str]:
+    def login(self, username: str, password: str, peer: str, protocol: str = "-") -> Deferred[str]:
         """
         Check a user name and password from a client.
 
@@ -388,9 +384,7 @@ class Authenticator:
         self._logResult(fields, "ok")
         return str(IAccount(avatar).address)
 
-    def _failed(
-        self, failure: Failure, fields: dict[str, str], peer: str
-    ) -> Deferred[str]:
+    def _failed(self, failure: Failure, fields: dict[str, str], peer: str) -> Deferred[str]:
         if not failure.check(UnauthorizedLogin):
             self._logResult(fields, "error")
             _log.failure("login check failed", failure)

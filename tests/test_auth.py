@@ -159,9 +159,7 @@ class DirectoryCheckerTests(SynchronousTestCase):
 
     def test_undecodableUser(self) -> None:
         """A user name that is not UTF-8 is just an unknown user."""
-        self.failureResultOf(
-            self.check(b"\xff\xfe@example.com", b"x"), UnauthorizedLogin
-        )
+        self.failureResultOf(self.check(b"\xff\xfe@example.com", b"x"), UnauthorizedLogin)
 
 
 class AccountRealmTests(SynchronousTestCase):
@@ -176,18 +174,14 @@ class AccountRealmTests(SynchronousTestCase):
 
     def test_requestAvatar(self) -> None:
         """An IAccount request gives an account with the address."""
-        iface, avatar, logout = AccountRealm().requestAvatar(
-            "alice@example.com", None, IAccount
-        )
+        iface, avatar, logout = AccountRealm().requestAvatar("alice@example.com", None, IAccount)
         self.assertIs(iface, IAccount)
         self.assertEqual(avatar.address, "alice@example.com")
         logout()
 
     def test_otherInterface(self) -> None:
         """Any other avatar interface is refused."""
-        self.assertRaises(
-            NotImplementedError, AccountRealm().requestAvatar, "a@b", None, IRealm
-        )
+        self.assertRaises(NotImplementedError, AccountRealm().requestAvatar, "a@b", None, IRealm)
 
 
 class LoginThrottleTests(SynchronousTestCase):
@@ -382,12 +376,8 @@ class AuthenticatorTests(SynchronousTestCase):
             def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
                 return fail(RuntimeError("disk on fire"))
 
-        auth = Authenticator(
-            Portal(AccountRealm(), [Broken()]), self.throttle, self.clock
-        )
-        self.failureResultOf(
-            auth.login("a@example.com", "x", "192.0.2.1"), RuntimeError
-        )
+        auth = Authenticator(Portal(AccountRealm(), [Broken()]), self.throttle, self.clock)
+        self.failureResultOf(auth.login("a@example.com", "x", "192.0.2.1"), RuntimeError)
         self.assertEqual(self.throttle.failures("192.0.2.1"), 0)
         self.flushLoggedErrors(RuntimeError)
 

@@ -94,9 +94,7 @@ class POP3TestMixin:
     def setUp(self) -> None:
         self.clock = Clock()
         self.store = MemoryStore(self.clock)
-        self.directory = MemoryDirectory(
-            ["example.com"], users={"alice@example.com": ALICE_HASH}
-        )
+        self.directory = MemoryDirectory(["example.com"], users={"alice@example.com": ALICE_HASH})
         checker = DirectoryChecker(self.directory, SynchronousRunner(), CHEAP_DUMMY)
         self.throttle = LoginThrottle(self.clock, 3, 10, 900)
         self.authenticator = Authenticator(
@@ -200,9 +198,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
             f"+OK {size1} octets\r\n".encode() + MESSAGE_1 + b".\r\n",
         )
         self.assertEqual(self.send(b"NOOP\r\n"), b"+OK\r\n")
-        self.assertEqual(
-            self.send(b"QUIT\r\n"), b"+OK Logging out, 2 messages left\r\n"
-        )
+        self.assertEqual(self.send(b"QUIT\r\n"), b"+OK Logging out, 2 messages left\r\n")
         self.assertTrue(self.transport.disconnecting)
 
     def test_lowerCaseCommands(self) -> None:
@@ -286,8 +282,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.login()
         self.assertEqual(
             self.send(b"RETR 1\r\n"),
-            f"+OK {len(message)} octets\r\n".encode()
-            + b"..odd: header\r\n\r\nlast line\r\n.\r\n",
+            f"+OK {len(message)} octets\r\n".encode() + b"..odd: header\r\n\r\nlast line\r\n.\r\n",
         )
 
     def test_eightBitPassesThrough(self) -> None:
@@ -306,12 +301,8 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.deliver(message)
         self.login()
         reply = self.send(b"RETR 1\r\n")
-        expected = b"Subject: big\r\n\r\n" + (b"." + line) * (
-            6 * 1024 * 1024 // len(line)
-        )
-        self.assertEqual(
-            reply, f"+OK {len(message)} octets\r\n".encode() + expected + b".\r\n"
-        )
+        expected = b"Subject: big\r\n\r\n" + (b"." + line) * (6 * 1024 * 1024 // len(line))
+        self.assertEqual(reply, f"+OK {len(message)} octets\r\n".encode() + expected + b".\r\n")
 
     def test_top(self) -> None:
         """TOP sends the headers, the blank line and the first n body lines."""
@@ -319,9 +310,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.login()
         headers = b"Subject: one\r\nFrom: a@example.org\r\n\r\n"
         self.assertEqual(self.send(b"TOP 1 0\r\n"), b"+OK\r\n" + headers + b".\r\n")
-        self.assertEqual(
-            self.send(b"TOP 1 1\r\n"), b"+OK\r\n" + headers + b"Hello\r\n.\r\n"
-        )
+        self.assertEqual(self.send(b"TOP 1 1\r\n"), b"+OK\r\n" + headers + b"Hello\r\n.\r\n")
         self.assertEqual(self.send(b"TOP 1 99\r\n"), b"+OK\r\n" + MESSAGE_1 + b".\r\n")
 
     def test_topErrors(self) -> None:
@@ -337,9 +326,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.deliver(MESSAGE_1)
         self.login()
         for arg in [b"0", b"2", b"x", b"99999999999999999999", b""]:
-            self.assertEqual(
-                self.send(b"RETR " + arg + b"\r\n"), b"-ERR no such message\r\n"
-            )
+            self.assertEqual(self.send(b"RETR " + arg + b"\r\n"), b"-ERR no such message\r\n")
 
     def test_deleTakesEffectAtQuit(self) -> None:
         """DELE only marks; the message is removed from the store at QUIT."""
@@ -349,9 +336,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.assertEqual(self.send(b"DELE 1\r\n"), b"+OK message 1 deleted\r\n")
         self.assertEqual(self.send(b"STAT\r\n"), f"+OK 1 {len(MESSAGE_2)}\r\n".encode())
         self.assertEqual(len(self.store.messages("alice@example.com")), 2)
-        self.assertEqual(
-            self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n"
-        )
+        self.assertEqual(self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n")
         self.assertEqual(self.store.messages("alice@example.com"), [MESSAGE_2])
 
     def test_deleNotAppliedOnDrop(self) -> None:
@@ -391,16 +376,13 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.send(b"DELE 1\r\nQUIT\r\n")
         self.proto, self.transport = other
         self.assertEqual(self.send(b"RETR 1\r\n"), b"-ERR no such message\r\n")
-        self.assertEqual(
-            self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n"
-        )
+        self.assertEqual(self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n")
 
     def test_pipelining(self) -> None:
         """Pipelined commands are answered in order."""
         self.deliver(MESSAGE_2)
         reply = self.send(
-            b"USER alice@example.com\r\nPASS correct horse\r\nSTAT\r\n"
-            b"RETR 1\r\nDELE 1\r\nQUIT\r\n"
+            b"USER alice@example.com\r\nPASS correct horse\r\nSTAT\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n"
         )
         size = len(MESSAGE_2)
         self.assertEqual(
@@ -442,9 +424,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.send(b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
         self.transport.clear()
         self.clock.advance(600)
-        self.assertEqual(
-            self.transport.value(), b"-ERR Disconnected for inactivity\r\n"
-        )
+        self.assertEqual(self.transport.value(), b"-ERR Disconnected for inactivity\r\n")
         self.assertIsNone(self.transport.producer)
         self.proto.connectionLost()
         self.assertEqual(self.store.messages("alice@example.com"), [MESSAGE_1])
@@ -457,9 +437,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.send(b"RETR 1\r\n")
         self.proto.stopProducing()
         self.assertIsNone(self.transport.producer)
-        self.assertEqual(
-            self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n"
-        )
+        self.assertEqual(self.send(b"QUIT\r\n"), b"+OK Logging out, 1 messages left\r\n")
 
     def test_readingPausedWhileHandlerWaits(self) -> None:
         """The transport stops reading while QUIT waits, and reads again after."""
@@ -473,9 +451,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.assertEqual(self.transport.producerState, "paused")
         self.transport.clear()
         held.callback(None)
-        self.assertEqual(
-            self.transport.value(), b"+OK Logging out, 0 messages left\r\n"
-        )
+        self.assertEqual(self.transport.value(), b"+OK Logging out, 0 messages left\r\n")
         # Resumed even though closing: TLS needs to read to finish its close.
         self.assertEqual(self.transport.producerState, "producing")
         self.assertTrue(self.transport.disconnecting)
@@ -492,9 +468,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         self.send(b"RETR 1\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n")
         self.proto.connectionLost()
         lines = [formatEvent(e) for e in events]
-        self.assertIn(
-            "login: proto=pop3 user=alice@example.com ip=127.0.0.1 result=ok", lines
-        )
+        self.assertIn("login: proto=pop3 user=alice@example.com ip=127.0.0.1 result=ok", lines)
         self.assertIn(
             "pop3: user=alice@example.com ip=127.0.0.1 tls=none retr=1 dele=2 end=quit",
             lines,
@@ -505,9 +479,7 @@ class POP3ServerTests(POP3TestMixin, SynchronousTestCase):
         """::1 is loopback too: USER is allowed without TLS."""
         self.peer = LOOPBACK6
         self.connect()
-        self.assertEqual(
-            self.send(b"USER a@example.com\r\n"), b"+OK Send your password\r\n"
-        )
+        self.assertEqual(self.send(b"USER a@example.com\r\n"), b"+OK Send your password\r\n")
 
 
 class POP3AuthTests(POP3TestMixin, SynchronousTestCase):
@@ -519,9 +491,7 @@ class POP3AuthTests(POP3TestMixin, SynchronousTestCase):
         """Unknown user and wrong password get the same -ERR [AUTH] reply."""
         wrong = self.send(b"USER alice@example.com\r\nPASS nope\r\n")
         unknown = self.send(b"USER bob@example.com\r\nPASS nope\r\n")
-        self.assertEqual(
-            wrong, b"+OK Send your password\r\n-ERR [AUTH] Authentication failed\r\n"
-        )
+        self.assertEqual(wrong, b"+OK Send your password\r\n-ERR [AUTH] Authentication failed\r\n")
         self.assertEqual(wrong, unknown)
         self.assertEqual(self.proto.state, State.AUTHORIZATION)
 
@@ -552,17 +522,14 @@ class POP3AuthTests(POP3TestMixin, SynchronousTestCase):
 
     def test_authPlainInitialResponse(self) -> None:
         """AUTH PLAIN with an initial response logs in."""
-        reply = self.send(
-            b"AUTH PLAIN " + plain(b"alice@example.com", b"correct horse") + b"\r\n"
-        )
+        reply = self.send(b"AUTH PLAIN " + plain(b"alice@example.com", b"correct horse") + b"\r\n")
         self.assertEqual(reply, b"+OK Logged in, 0 messages (0 octets)\r\n")
 
     def test_authPlainContinuation(self) -> None:
         """AUTH PLAIN without an initial response asks with a bare + and logs in."""
         self.assertEqual(self.send(b"AUTH PLAIN\r\n"), b"+ \r\n")
         reply = self.send(
-            plain(b"alice@example.com", b"correct horse", b"alice@example.com")
-            + b"\r\n"
+            plain(b"alice@example.com", b"correct horse", b"alice@example.com") + b"\r\n"
         )
         self.assertEqual(reply, b"+OK Logged in, 0 messages (0 octets)\r\n")
         self.assertEqual(self.proto.user, "alice@example.com")
@@ -580,9 +547,7 @@ class POP3AuthTests(POP3TestMixin, SynchronousTestCase):
 
     def test_authPlainMalformed(self) -> None:
         """Bad base64 or a foreign authzid is refused without a login attempt."""
-        self.assertEqual(
-            self.send(b"AUTH PLAIN !!!\r\n"), b"-ERR Invalid SASL response\r\n"
-        )
+        self.assertEqual(self.send(b"AUTH PLAIN !!!\r\n"), b"-ERR Invalid SASL response\r\n")
         other = plain(b"alice@example.com", b"correct horse", b"bob@example.com")
         self.assertEqual(
             self.send(b"AUTH PLAIN " + other + b"\r\n"),
@@ -618,10 +583,7 @@ class POP3RemoteTests(POP3TestMixin, SynchronousTestCase):
 
     def test_plaintextRefused(self) -> None:
         """USER, PASS and AUTH PLAIN are refused without TLS."""
-        refusal = (
-            b"-ERR [AUTH] Plaintext authentication disallowed"
-            b" on non-secure connections\r\n"
-        )
+        refusal = b"-ERR [AUTH] Plaintext authentication disallowed on non-secure connections\r\n"
         self.assertEqual(self.send(b"USER alice@example.com\r\n"), refusal)
         self.assertEqual(self.send(b"PASS correct horse\r\n"), refusal)
         initial = plain(b"alice@example.com", b"correct horse")
@@ -641,18 +603,14 @@ class POP3RemoteTests(POP3TestMixin, SynchronousTestCase):
         """Commands sent in plaintext behind STLS are discarded."""
         reply = self.send(b"STLS\r\nCAPA\r\nUSER alice@example.com\r\n")
         self.assertEqual(reply, b"+OK Begin TLS negotiation\r\n")
-        self.assertEqual(
-            self.send(b"PASS correct horse\r\n"), b"-ERR No USER given\r\n"
-        )
+        self.assertEqual(self.send(b"PASS correct horse\r\n"), b"-ERR No USER given\r\n")
 
     def test_stlsResetsState(self) -> None:
         """A USER given before STLS is forgotten."""
         self.connect(peer=LOOPBACK)
         self.send(b"USER alice@example.com\r\n")
         self.send(b"STLS\r\n")
-        self.assertEqual(
-            self.send(b"PASS correct horse\r\n"), b"-ERR No USER given\r\n"
-        )
+        self.assertEqual(self.send(b"PASS correct horse\r\n"), b"-ERR No USER given\r\n")
 
     def test_stlsOnlyOnce(self) -> None:
         """A second STLS is refused."""
@@ -697,9 +655,7 @@ class POP3LimitsTests(POP3TestMixin, SynchronousTestCase):
         self.clock.advance(599)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(1)
-        self.assertEqual(
-            self.transport.value(), b"-ERR Disconnected for inactivity\r\n"
-        )
+        self.assertEqual(self.transport.value(), b"-ERR Disconnected for inactivity\r\n")
         self.assertTrue(self.transport.disconnecting)
         self.proto.connectionLost()
         self.assertEqual(self.store.messages("alice@example.com"), [MESSAGE_1])
@@ -744,13 +700,9 @@ class POP3LimitsTests(POP3TestMixin, SynchronousTestCase):
         for i in range(40):
             self.deliver(b"Subject: %d\r\n\r\nx\r\n" % i)
         self.login()
-        commands = b"".join(
-            b"UIDL %d\r\nRETR %d\r\nDELE %d\r\n" % (n, n, n) for n in range(1, 41)
-        )
+        commands = b"".join(b"UIDL %d\r\nRETR %d\r\nDELE %d\r\n" % (n, n, n) for n in range(1, 41))
         self.send(commands)
-        self.assertEqual(
-            self.send(b"QUIT\r\n"), b"+OK Logging out, 0 messages left\r\n"
-        )
+        self.assertEqual(self.send(b"QUIT\r\n"), b"+OK Logging out, 0 messages left\r\n")
         self.assertEqual(self.store.messages("alice@example.com"), [])
 
 

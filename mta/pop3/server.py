@@ -509,9 +509,7 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         """
         @return: the undeleted messages with their 1-based numbers.
         """
-        return [
-            (i + 1, m) for i, m in enumerate(self._messages) if i not in self._deleted
-        ]
+        return [(i + 1, m) for i, m in enumerate(self._messages) if i not in self._deleted]
 
     # -- AUTHORIZATION state -------------------------------------------------------
 
@@ -685,9 +683,7 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         """
         return self._listing(args, lambda m: m.uid)
 
-    def _listing(
-        self, args: bytes, value: Callable[[StoredMessage], str]
-    ) -> POP3Reply | None:
+    def _listing(self, args: bytes, value: Callable[[StoredMessage], str]) -> POP3Reply | None:
         if self.state is not State.TRANSACTION:
             return self._badState()
         if args.strip():
@@ -696,9 +692,7 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
                 return self.protocolError(ERR_NO_SUCH_MESSAGE)
             return POP3Reply(True, f"{index + 1} {value(self._messages[index])}")
         live = self._live()
-        body = "".join(f"{n} {value(m)}\r\n" for n, m in live).encode(
-            "ascii", "replace"
-        )
+        body = "".join(f"{n} {value(m)}\r\n" for n, m in live).encode("ascii", "replace")
         return POP3Reply(True, f"{len(live)} messages", body)
 
     def do_RETR(self, args: bytes) -> POP3Reply | Deferred[None] | None:
@@ -799,9 +793,7 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         self.closeWith(POP3Reply(True, f"Logging out, {left} messages left"))
 
     def _updateFailed(self, failure: Failure) -> None:
-        _log.failure(
-            "pop3: deleting messages of {user} failed", failure, user=self.user
-        )
+        _log.failure("pop3: deleting messages of {user} failed", failure, user=self.user)
         self._end = "update-failed"
         self.closeWith(ERR_UPDATE)
 
