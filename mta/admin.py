@@ -28,10 +28,10 @@ from typing import NoReturn
 from mta.config import Config, embeddedDefault, loadConfig
 from mta.delivery.bounce import readHeaders
 from mta.directory.files import FileDirectory
+from mta.errors import ConfigError
 from mta.queue.control import ControlRequests, describeQueue
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
-from mta.errors import ConfigError
 
 _Handler = Callable[[argparse.Namespace], int]
 

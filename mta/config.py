@@ -362,12 +362,15 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
     top = _Section(data, "")
     hostname = top.get("hostname", _nonEmptyString, _defaultHostname())
     dataDir = top.get("data_dir", _nonEmptyString, "/var/lib/mta")
-    domains = top.get("domains", _domains, ())
+    noDomains: tuple[str, ...] = ()  # the empty default, typed
+    domains = top.get("domains", _domains, noDomains)
     if not domains:
         raise ConfigError("config: domains: at least one local domain is needed")
 
     s = top.sub("listen")
-    listen = ListenConfig(**{k: s.get(k, _endpoints, ()) for k in ListenConfig.__dataclass_fields__})
+    listen = ListenConfig(
+        **{k: s.get(k, _endpoints, noDomains) for k in ListenConfig.__dataclass_fields__}
+    )
     s.finish()
 
     s = top.sub("tls")

@@ -46,8 +46,9 @@ class Address:
         local, at, domain = text.rpartition("@")
         if not at or not local or not domain or len(text) > 320:
             raise AddressError(f"not an address: {text!r}")
-        if len(local) > 64 or any(c in local for c in " \t\r\n<>") and not (
-            local.startswith('"') and local.endswith('"')
+        if len(local) > 64 or (
+            any(c in local for c in " \t\r\n<>")
+            and not (local.startswith('"') and local.endswith('"'))
         ):
             raise AddressError(f"bad local part: {local!r}")
         domain = domain.lower().rstrip(".")

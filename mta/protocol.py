@@ -21,10 +21,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
-from twisted.internet.protocol import Protocol
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorTime,
+    ISSLTransport,
+)
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 R = TypeVar("R")
 
@@ -151,7 +156,7 @@ class LineCommandProtocol(Protocol, Generic[R]):
         if banner is not None:
             self.sendReply(banner)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.disconnecting = True
         if self._idleCall is not None and self._idleCall.active():
             self._idleCall.cancel()
@@ -288,7 +293,7 @@ class LineCommandProtocol(Protocol, Generic[R]):
         verb, _, args = line.partition(b" ")
         name = self.commands.get(verb.upper())
         try:
-            if name is None:
+            if name is None:  # noqa: SIM108  (the two calls differ in arity)
                 result = self.unknownCommand(verb, args)
             else:
                 result = getattr(self, name)(args)

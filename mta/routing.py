@@ -68,10 +68,17 @@ class Router:
         ds = [self._deliverGroup(kind, rs, envelope, messagePath) for kind, rs in groups.items()]
         if len(ds) == 1:
             return ds[0]
-        return DeferredList(ds, consumeErrors=True).addCallback(_merge, envelope)
+        merged: Deferred[dict[Recipient, Reply]] = DeferredList(ds, consumeErrors=True).addCallback(
+            _merge
+        )
+        return merged
 
     def _deliverGroup(
-        self, kind: Route, recipients: list[Recipient], envelope: Envelope, messagePath: str
+        self,
+        kind: Route,
+        recipients: list[Recipient],
+        envelope: Envelope,
+        messagePath: str,
     ) -> Deferred[dict[Recipient, Reply]]:
         target = self._targets[kind]
         if target is None:
@@ -85,12 +92,10 @@ class Router:
         return target.deliver(part, messagePath)
 
 
-def _merge(
-    results: list[tuple[bool, object]], envelope: Envelope
-) -> dict[Recipient, Reply]:
+def _merge(results: list[tuple[bool, dict[Recipient, Reply]]]) -> dict[Recipient, Reply]:
     merged: dict[Recipient, Reply] = {}
     for ok, value in results:
-        if ok and isinstance(value, dict):
+        if ok:
             merged.update(value)
     # A target that failed outright leaves its recipients for the next try.
     return merged

@@ -137,9 +137,7 @@ class Listener(Service):
 
     def _failed(self, failure: Failure) -> None:
         self._pending = None
-        error = ListenError(
-            f"cannot listen on {self.description!r}: {failure.getErrorMessage()}"
-        )
+        error = ListenError(f"cannot listen on {self.description!r}: {failure.getErrorMessage()}")
         self._error = error
         if not self._synchronous:
             # Nobody is on the stack to raise to: say it loudly instead.
@@ -209,9 +207,7 @@ class _LimitedConnection(ProtocolWrapper):
 
     factory: ConnectionLimiter
 
-    def __init__(
-        self, factory: ConnectionLimiter, wrappedProtocol: IProtocol, peer: str
-    ) -> None:
+    def __init__(self, factory: ConnectionLimiter, wrappedProtocol: IProtocol, peer: str) -> None:
         super().__init__(factory, wrappedProtocol)
         self.peer = peer
         self._abortCall: IDelayedCall | None = None
@@ -222,9 +218,7 @@ class _LimitedConnection(ProtocolWrapper):
             # A client that never reads, or never finishes the TLS
             # handshake its close alert waits for, would otherwise keep
             # the connection (and its slot) for ever.
-            self._abortCall = self.factory.clock.callLater(
-                self.factory.closeTimeout, self._abort
-            )
+            self._abortCall = self.factory.clock.callLater(self.factory.closeTimeout, self._abort)
 
     def _abort(self) -> None:
         self._abortCall = None

@@ -35,8 +35,8 @@ from mta.delivery.local import LocalDelivery
 from mta.directory.files import FileDirectory
 from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
-from mta.pop3.server import POP3Factory
 from mta.policy.relayaccess import RelayPolicy
+from mta.pop3.server import POP3Factory
 from mta.queue.control import ControlRequests
 from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
@@ -86,8 +86,14 @@ def makeService(options: Options) -> IService:
         raise SystemExit(1) from None
 
 
-def _timer(parent: MultiService, name: str, interval: float, runner: IBlockingRunner,
-           f: Any, clock: Any) -> None:
+def _timer(
+    parent: MultiService,
+    name: str,
+    interval: float,
+    runner: IBlockingRunner,
+    f: Any,
+    clock: Any,
+) -> None:
     timer = TimerService(interval, runner.run, f)
     timer.clock = clock
     timer.setName(name)
@@ -110,7 +116,6 @@ class MailServer(MultiService):
         self.directory = directory
         self.queue = queue
         self.lockFile: IO[bytes] | None = None
-
 
     def stopService(self) -> Any:
         """
@@ -182,8 +187,14 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     runner.setName("io")
     runner.setServiceParent(top)
     _controlQueue(top, runner, reactor, config.data_dir / "queue")
-    _timer(top, "directory-reload", DIRECTORY_RELOAD_INTERVAL, runner,
-           directory.reloadIfChanged, reactor)
+    _timer(
+        top,
+        "directory-reload",
+        DIRECTORY_RELOAD_INTERVAL,
+        runner,
+        directory.reloadIfChanged,
+        reactor,
+    )
 
     tls = loadServerContext(config)
     _timer(top, "tls-reload", TLS_RELOAD_INTERVAL, runner, tls.reloadIfChanged, reactor)
@@ -194,7 +205,10 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     limits = config.limits
     portal = Portal(AccountRealm(), [DirectoryChecker(directory, runner)])
     throttle = LoginThrottle(
-        reactor, limits.login_delay_after, limits.login_block_after, limits.login_block_time
+        reactor,
+        limits.login_delay_after,
+        limits.login_block_after,
+        limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
 
@@ -214,8 +228,20 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     pop3 = POP3Factory(authenticator, store, tls, config.hostname, limits, reactor)
     listeners: list[tuple[str, tuple[str, ...], IProtocolFactory, bytes, bool]] = [
         ("smtp", config.listen.smtp, smtp(Mode.MX), SMTP_TOO_MANY, False),
-        ("submission", config.listen.submission, smtp(Mode.SUBMISSION), SMTP_TOO_MANY, False),
-        ("submissions", config.listen.submissions, smtp(Mode.SUBMISSIONS), SMTP_TOO_MANY, True),
+        (
+            "submission",
+            config.listen.submission,
+            smtp(Mode.SUBMISSION),
+            SMTP_TOO_MANY,
+            False,
+        ),
+        (
+            "submissions",
+            config.listen.submissions,
+            smtp(Mode.SUBMISSIONS),
+            SMTP_TOO_MANY,
+            True,
+        ),
         ("pop3", config.listen.pop3, pop3, POP3_TOO_MANY, False),
         ("pop3s", config.listen.pop3s, pop3, POP3_TOO_MANY, True),
     ]
@@ -237,7 +263,7 @@ def listeningPorts(top: MailServer, name: str) -> list[Listener]:
     @return: the listeners named C{name:N} in a tree built by
         L{buildService} (for tests and benchmarks).
     """
-    return [s for s in top if isinstance(s, Listener) and s.name.startswith(f"{name}:")]
+    return [s for s in top if isinstance(s, Listener) and (s.name or "").startswith(f"{name}:")]
 
 
 __all__ = ["Options", "TLSContextHolder", "buildService", "makeService"]

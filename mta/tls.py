@@ -115,9 +115,7 @@ def ensureSelfSigned(dataDir: Path, hostname: str) -> tuple[Path, Path]:
             _writeAtomically(keyPath, keyBytes, 0o600)
             certBytes = certificate.public_bytes(serialization.Encoding.PEM)
             _writeAtomically(certPath, certBytes, 0o644)
-            _log.info(
-                "Created a self-signed TLS certificate in {path}", path=str(certPath)
-            )
+            _log.info("Created a self-signed TLS certificate in {path}", path=str(certPath))
     return certPath, keyPath
 
 
@@ -305,8 +303,7 @@ def _loadPair(
         key = serialization.load_pem_private_key(keyBytes, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise ConfigError(
-            f"config: tls.private_key: {privateKeyPath} holds no unencrypted "
-            "PEM private key"
+            f"config: tls.private_key: {privateKeyPath} holds no unencrypted PEM private key"
         ) from None
     if not isinstance(key, _KEY_TYPES):
         raise ConfigError(
@@ -390,9 +387,7 @@ class TLSContextHolder:
         """
         return self._context
 
-    def serverConnectionForTLS(
-        self, tlsProtocol: TLSMemoryBIOProtocol
-    ) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         """
         Make the OpenSSL connection for one new TLS connection from the
         current context (L{IOpenSSLServerConnectionCreator}).
@@ -426,9 +421,7 @@ class TLSContextHolder:
 
     def _failed(self, why: str) -> None:
         if why != self.lastError:
-            _log.error(
-                "TLS certificate reload failed, keeping the old one: {why}", why=why
-            )
+            _log.error("TLS certificate reload failed, keeping the old one: {why}", why=why)
         self.lastError = why
 
 

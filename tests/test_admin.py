@@ -69,9 +69,7 @@ class AdminTestCase(SynchronousTestCase):
         """
         Run C{mta user add address --password-stdin}.
         """
-        return self.run_(
-            "user", "add", address, "--password-stdin", stdin=password + "\n"
-        )
+        return self.run_("user", "add", address, "--password-stdin", stdin=password + "\n")
 
     def directory(self) -> FileDirectory:
         """
@@ -156,9 +154,7 @@ class UserCommandTests(AdminTestCase):
         """
         An empty password is refused.
         """
-        status = self.run_(
-            "user", "add", "bob@example.com", "--password-stdin", stdin="\n"
-        )
+        status = self.run_("user", "add", "bob@example.com", "--password-stdin", stdin="\n")
         self.assertFailed(status, "mta: empty password")
 
     def test_addExisting(self) -> None:
@@ -188,9 +184,7 @@ class UserCommandTests(AdminTestCase):
         C{user passwd} replaces the password.
         """
         self.addUser("alice@example.com", "old")
-        status = self.run_(
-            "user", "passwd", "alice@example.com", "--password-stdin", stdin="new\n"
-        )
+        status = self.run_("user", "passwd", "alice@example.com", "--password-stdin", stdin="new\n")
         self.assertEqual(status, 0)
         stored = self.directory().passwordHash("alice@example.com")
         assert stored is not None
@@ -256,15 +250,9 @@ class AliasCommandTests(AdminTestCase):
         Aliases are added (targets merged), listed and deleted.
         """
         self.addUser("alice@example.com")
-        self.assertEqual(
-            self.run_("alias", "add", "team@example.com", "alice@example.com"), 0
-        )
-        self.assertEqual(
-            self.run_("alias", "add", "team@example.com", "x@remote.net"), 0
-        )
-        self.assertEqual(
-            self.run_("alias", "add", "postmaster@example.org", "team@example.com"), 0
-        )
+        self.assertEqual(self.run_("alias", "add", "team@example.com", "alice@example.com"), 0)
+        self.assertEqual(self.run_("alias", "add", "team@example.com", "x@remote.net"), 0)
+        self.assertEqual(self.run_("alias", "add", "postmaster@example.org", "team@example.com"), 0)
         self.assertEqual(self.run_("alias", "list"), 0)
         self.assertEqual(
             self.stdout.getvalue(),

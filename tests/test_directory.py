@@ -63,9 +63,7 @@ class ResolutionTests(SynchronousTestCase):
         """
         A user resolves to its own address.
         """
-        self.assertEqual(
-            directory().resolve(a("alice@example.com")), (a("alice@example.com"),)
-        )
+        self.assertEqual(directory().resolve(a("alice@example.com")), (a("alice@example.com"),))
 
     def test_localPartIsCaseInsensitive(self) -> None:
         """
@@ -87,9 +85,7 @@ class ResolutionTests(SynchronousTestCase):
         An alias spelled with a C{+} is used as it is, not stripped.
         """
         d = directory(aliases={"alice+lists@example.com": ["bob@example.com"]})
-        self.assertEqual(
-            d.resolve(a("alice+lists@example.com")), (a("bob@example.com"),)
-        )
+        self.assertEqual(d.resolve(a("alice+lists@example.com")), (a("bob@example.com"),))
 
     def test_unknownLocalIsNone(self) -> None:
         """
@@ -108,9 +104,7 @@ class ResolutionTests(SynchronousTestCase):
         """
         An address in another domain resolves to itself, untouched.
         """
-        self.assertEqual(
-            directory().resolve(a("Who@Remote.net")), (a("Who@remote.net"),)
-        )
+        self.assertEqual(directory().resolve(a("Who@Remote.net")), (a("Who@remote.net"),))
 
     def test_aliasExpandsRecursively(self) -> None:
         """
@@ -169,9 +163,7 @@ class ResolutionTests(SynchronousTestCase):
         """
         A chain of aliases deeper than L{MAX_DEPTH} is cut.
         """
-        chain = {
-            f"a{i}@example.com": [f"a{i + 1}@example.com"] for i in range(MAX_DEPTH + 1)
-        }
+        chain = {f"a{i}@example.com": [f"a{i + 1}@example.com"] for i in range(MAX_DEPTH + 1)}
         chain[f"a{MAX_DEPTH + 1}@example.com"] = ["alice@example.com"]
         d = directory(aliases=chain)
         self.assertIsNone(d.resolve(a("a0@example.com")))
@@ -201,30 +193,22 @@ class ResolutionTests(SynchronousTestCase):
         domain's postmaster alias goes.
         """
         d = directory(aliases={"postmaster@example.com": ["bob@example.com"]})
-        self.assertEqual(
-            d.resolve(a("postmaster@example.org")), (a("bob@example.com"),)
-        )
+        self.assertEqual(d.resolve(a("postmaster@example.org")), (a("bob@example.com"),))
 
     def test_postmasterAliasWins(self) -> None:
         """
         A postmaster alias of its own decides where that domain's goes.
         """
         d = directory(aliases={"postmaster@example.org": ["alice@example.com"]})
-        self.assertEqual(
-            d.resolve(a("postmaster@example.org")), (a("alice@example.com"),)
-        )
-        self.assertEqual(
-            d.resolve(a("postmaster@example.com")), (a("postmaster@example.com"),)
-        )
+        self.assertEqual(d.resolve(a("postmaster@example.org")), (a("alice@example.com"),))
+        self.assertEqual(d.resolve(a("postmaster@example.com")), (a("postmaster@example.com"),))
 
     def test_postmasterUserWins(self) -> None:
         """
         A user called postmaster receives its own mail.
         """
         d = directory(users={"postmaster@example.org": HASH_A})
-        self.assertEqual(
-            d.resolve(a("postmaster@example.org")), (a("postmaster@example.org"),)
-        )
+        self.assertEqual(d.resolve(a("postmaster@example.org")), (a("postmaster@example.org"),))
 
     def test_postmasterAliasLeadingNowhereStillResolves(self) -> None:
         """
@@ -232,9 +216,7 @@ class ResolutionTests(SynchronousTestCase):
         postmaster rather than refusing mail.
         """
         d = directory(aliases={"postmaster@example.org": ["gone@example.com"]})
-        self.assertEqual(
-            d.resolve(a("postmaster@example.org")), (a("postmaster@example.com"),)
-        )
+        self.assertEqual(d.resolve(a("postmaster@example.org")), (a("postmaster@example.com"),))
 
     def test_postmasterAliasLoopTerminates(self) -> None:
         """
@@ -246,9 +228,7 @@ class ResolutionTests(SynchronousTestCase):
                 "postmaster@example.org": ["postmaster@example.com"],
             }
         )
-        self.assertEqual(
-            d.resolve(a("postmaster@example.org")), (a("postmaster@example.com"),)
-        )
+        self.assertEqual(d.resolve(a("postmaster@example.org")), (a("postmaster@example.com"),))
 
     def test_isUser(self) -> None:
         """
@@ -296,9 +276,7 @@ class ResolutionTests(SynchronousTestCase):
         """
         L{MemoryDirectory} refuses users outside its domains.
         """
-        self.assertRaises(
-            ValueError, MemoryDirectory, DOMAINS, {"x@remote.net": HASH_A}
-        )
+        self.assertRaises(ValueError, MemoryDirectory, DOMAINS, {"x@remote.net": HASH_A})
 
 
 class SenderTests(SynchronousTestCase):
@@ -318,17 +296,13 @@ class SenderTests(SynchronousTestCase):
         """
         A user may send as itself, in any case.
         """
-        self.assertTrue(
-            self.d.mayUseSender("alice@example.com", a("Alice@Example.com"))
-        )
+        self.assertTrue(self.d.mayUseSender("alice@example.com", a("Alice@Example.com")))
 
     def test_plusAddress(self) -> None:
         """
         A user may send as its plus-addresses.
         """
-        self.assertTrue(
-            self.d.mayUseSender("alice@example.com", a("alice+shop@example.com"))
-        )
+        self.assertTrue(self.d.mayUseSender("alice@example.com", a("alice+shop@example.com")))
 
     def test_aliasLeadingToUser(self) -> None:
         """
@@ -336,9 +310,7 @@ class SenderTests(SynchronousTestCase):
         through other aliases.
         """
         self.assertTrue(self.d.mayUseSender("alice@example.com", a("team@example.com")))
-        self.assertTrue(
-            self.d.mayUseSender("alice@example.com", a("sales@example.org"))
-        )
+        self.assertTrue(self.d.mayUseSender("alice@example.com", a("sales@example.org")))
         self.assertFalse(self.d.mayUseSender("bob@example.com", a("team@example.com")))
 
     def test_othersRefused(self) -> None:
@@ -353,9 +325,7 @@ class SenderTests(SynchronousTestCase):
         """
         A name that is not a user may send as nothing.
         """
-        self.assertFalse(
-            self.d.mayUseSender("carol@example.com", a("carol@example.com"))
-        )
+        self.assertFalse(self.d.mayUseSender("carol@example.com", a("carol@example.com")))
 
 
 class ChangeTests(SynchronousTestCase):
@@ -376,9 +346,7 @@ class ChangeTests(SynchronousTestCase):
         """
         Adding an existing user says so.
         """
-        e = self.assertRaises(
-            ValueError, directory().addUser, "ALICE@example.com", HASH_B
-        )
+        e = self.assertRaises(ValueError, directory().addUser, "ALICE@example.com", HASH_B)
         self.assertEqual(str(e), "user alice@example.com exists")
 
     def test_addUserNonLocalRefused(self) -> None:
@@ -400,9 +368,7 @@ class ChangeTests(SynchronousTestCase):
         """
         Only argon2 hashes are stored, and the refusal does not quote it.
         """
-        e = self.assertRaises(
-            ValueError, directory().addUser, "c@example.com", "hunter2"
-        )
+        e = self.assertRaises(ValueError, directory().addUser, "c@example.com", "hunter2")
         self.assertNotIn("hunter2", str(e))
 
     def test_unsafeAddressRefused(self) -> None:
@@ -417,9 +383,7 @@ class ChangeTests(SynchronousTestCase):
         """
         L{checkNewUser} answers before a password is asked for.
         """
-        self.assertEqual(
-            directory().checkNewUser("Carol@example.com"), "carol@example.com"
-        )
+        self.assertEqual(directory().checkNewUser("Carol@example.com"), "carol@example.com")
         self.assertRaises(ValueError, directory().checkNewUser, "alice@example.com")
 
     def test_setPassword(self) -> None:
@@ -475,21 +439,15 @@ class ChangeTests(SynchronousTestCase):
         A local target must be a user, an alias or postmaster.
         """
         d = directory()
-        e = self.assertRaises(
-            ValueError, d.addAlias, "t@example.com", ["carol@example.com"]
-        )
+        e = self.assertRaises(ValueError, d.addAlias, "t@example.com", ["carol@example.com"])
         self.assertEqual(str(e), "no such user or alias carol@example.com")
-        d.addAlias(
-            "abuse@example.com", ["postmaster@example.org", "bob+abuse@example.com"]
-        )
+        d.addAlias("abuse@example.com", ["postmaster@example.org", "bob+abuse@example.com"])
 
     def test_aliasToItselfRefused(self) -> None:
         """
         An alias cannot point at itself.
         """
-        e = self.assertRaises(
-            ValueError, directory().addAlias, "t@example.com", ["T@example.com"]
-        )
+        e = self.assertRaises(ValueError, directory().addAlias, "t@example.com", ["T@example.com"])
         self.assertIn("itself", str(e))
 
     def test_aliasNeedsTargets(self) -> None:
@@ -568,9 +526,7 @@ class FileDirectoryTests(SynchronousTestCase):
         self.write(self.users, f"alice@example.com:{HASH_A}")
         d = FileDirectory(self.dataDir, DOMAINS)
         self.assertFalse(d.reloadIfChanged())
-        self.write(
-            self.users, f"alice@example.com:{HASH_A}", f"bob@example.com:{HASH_B}"
-        )
+        self.write(self.users, f"alice@example.com:{HASH_A}", f"bob@example.com:{HASH_B}")
         self.write(self.aliases, "team@example.com: bob@example.com")
         self.assertTrue(d.reloadIfChanged())
         self.assertFalse(d.reloadIfChanged())
@@ -607,18 +563,14 @@ class FileDirectoryTests(SynchronousTestCase):
         self.assertEqual(d.aliases(), {})
         self.assertEqual(len(d.problems), 4)
         self.assertIn(f"{self.users} line 1: expected 'address:hash'", d.problems)
-        self.assertIn(
-            f"{self.users} line 3: alice@example.com is listed twice", d.problems
-        )
+        self.assertIn(f"{self.users} line 3: alice@example.com is listed twice", d.problems)
         self.assertEqual(len(events), 4)
 
     def test_problemsNeverQuoteHashes(self) -> None:
         """
         A bad users line is reported without its content.
         """
-        self.write(
-            self.users, f"{HASH_A}:alice@example.com", "alice@example.com:plaintext"
-        )
+        self.write(self.users, f"{HASH_A}:alice@example.com", "alice@example.com:plaintext")
         d = FileDirectory(self.dataDir, DOMAINS)
         self.assertEqual(len(d.problems), 2)
         for problem in d.problems:

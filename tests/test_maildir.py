@@ -196,16 +196,12 @@ class MaildirStoreTests(SynchronousTestCase, _StoreMixin):
     def setUp(self) -> None:
         self.store = self.makeStore(self)
 
-    def deliver(
-        self, data: bytes, prefix: bytes = PREFIX, folder: str = "INBOX"
-    ) -> str:
+    def deliver(self, data: bytes, prefix: bytes = PREFIX, folder: str = "INBOX") -> str:
         """
         Deliver C{data} to alice; return the uid.
         """
         path = _writeFile(self.spool, data)
-        return self.successResultOf(
-            self.store.deliver("alice@example.com", path, prefix, folder)
-        )
+        return self.successResultOf(self.store.deliver("alice@example.com", path, prefix, folder))
 
     def test_deliverIsByteExact(self) -> None:
         """
@@ -300,9 +296,7 @@ class MaildirMailboxTests(SynchronousTestCase, _StoreMixin):
         self.store = self.makeStore(self)
         self.uids = [
             self.successResultOf(
-                self.store.deliver(
-                    "alice@example.com", _writeFile(self.spool, body), b""
-                )
+                self.store.deliver("alice@example.com", _writeFile(self.spool, body), b"")
             )
             for body in (b"one\r\n", b"two!\r\n", b"three\r\n")
         ]
@@ -362,9 +356,7 @@ class MaildirMailboxTests(SynchronousTestCase, _StoreMixin):
         path.write_bytes(b"12345678")
         os.utime(path, (1000, 1000))
         first = self.listing()[0]
-        self.assertEqual(
-            (first.uid, first.size, first.internalDate), ("foreign", 8, 1000)
-        )
+        self.assertEqual((first.uid, first.size, first.internalDate), ("foreign", 8, 1000))
 
     def test_dotFilesIgnored(self) -> None:
         """
@@ -377,9 +369,7 @@ class MaildirMailboxTests(SynchronousTestCase, _StoreMixin):
         """
         Reading gives back the exact bytes delivered.
         """
-        self.assertEqual(
-            self.successResultOf(self.mailbox.readMessage(self.uids[1])), b"two!\r\n"
-        )
+        self.assertEqual(self.successResultOf(self.mailbox.readMessage(self.uids[1])), b"two!\r\n")
 
     def test_readAfterMoveToCur(self) -> None:
         """
@@ -387,9 +377,7 @@ class MaildirMailboxTests(SynchronousTestCase, _StoreMixin):
         """
         self.listing()
         self.moveToCur(self.uids[0])
-        self.assertEqual(
-            self.successResultOf(self.mailbox.readMessage(self.uids[0])), b"one\r\n"
-        )
+        self.assertEqual(self.successResultOf(self.mailbox.readMessage(self.uids[0])), b"one\r\n")
 
     def test_readWithoutListing(self) -> None:
         """
@@ -397,9 +385,7 @@ class MaildirMailboxTests(SynchronousTestCase, _StoreMixin):
         """
         self.moveToCur(self.uids[2], "")
         mailbox = MaildirMailbox(self.inbox(), SynchronousRunner())
-        self.assertEqual(
-            self.successResultOf(mailbox.readMessage(self.uids[2])), b"three\r\n"
-        )
+        self.assertEqual(self.successResultOf(mailbox.readMessage(self.uids[2])), b"three\r\n")
 
     def test_readMissing(self) -> None:
         """
@@ -459,9 +445,7 @@ class ThreadedDeliveryTests(TestCase):
         self.dataDir = Path(self.mktemp())
         self.spool = self.dataDir / "spool"
         self.spool.mkdir(parents=True)
-        self.runner = BlockingRunner(
-            IReactorFromThreads(reactor), maxThreads=16, name="test"
-        )
+        self.runner = BlockingRunner(IReactorFromThreads(reactor), maxThreads=16, name="test")
         self.runner.startService()
         self.addCleanup(self.runner.stopService)
         self.store = MaildirStore(mailRootOf(self.dataDir), self.runner)
@@ -472,9 +456,7 @@ class ThreadedDeliveryTests(TestCase):
         """
         count = 100
         paths = [_writeFile(self.spool, b"%d\r\n" % i) for i in range(count)]
-        d = gatherResults(
-            [self.store.deliver("alice@example.com", p, b"") for p in paths]
-        )
+        d = gatherResults([self.store.deliver("alice@example.com", p, b"") for p in paths])
 
         def check(uids: list[str]) -> None:
             self.assertEqual(len(set(uids)), count)
@@ -495,9 +477,7 @@ class ThreadedDeliveryTests(TestCase):
             uid = await self.store.deliver("alice@example.com", path, PREFIX)
             mailbox = await self.store.openMailbox("alice@example.com")
             listing = await mailbox.listMessages()
-            self.assertEqual(
-                [(m.uid, m.size) for m in listing], [(uid, len(PREFIX + BODY))]
-            )
+            self.assertEqual([(m.uid, m.size) for m in listing], [(uid, len(PREFIX + BODY))])
             self.assertEqual(await mailbox.readMessage(uid), PREFIX + BODY)
 
         return Deferred.fromCoroutine(run())

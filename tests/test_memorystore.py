@@ -53,9 +53,7 @@ class MemoryStoreTests(SynchronousTestCase):
         The stored message is the prefix then the file's bytes, unchanged.
         """
         self.deliver(BODY, prefix=b"Received: x\r\n")
-        self.assertEqual(
-            self.store.messages("alice@example.com"), [b"Received: x\r\n" + BODY]
-        )
+        self.assertEqual(self.store.messages("alice@example.com"), [b"Received: x\r\n" + BODY])
 
     def test_createUserMakesFolders(self) -> None:
         """

@@ -57,7 +57,9 @@ class QueueManagerTests(SynchronousTestCase):
     def manager(self, target: IDeliveryTarget) -> QueueManager:
         qm = QueueManager(self.spool, target, self.clock, [60, 300], maxLifetime=3600)
 
-        def bounce(envelope: Envelope, failed: list[tuple[Recipient, Reply]], path: str) -> Deferred[object]:
+        def bounce(
+            envelope: Envelope, failed: list[tuple[Recipient, Reply]], path: str
+        ) -> Deferred[object]:
             self.bounces.append((envelope, list(failed)))
             return succeed(None)
 
@@ -103,14 +105,17 @@ class QueueManagerTests(SynchronousTestCase):
         qm = self.manager(ScriptedTarget(PERM))
         qm.enqueue(makeEnvelope(), b"x")
         self.clock.advance(0)
-        [(envelope, failed)] = self.bounces
+        [(_, failed)] = self.bounces
         self.assertEqual(failed[0][1], PERM)
         self.assertEqual(qm.items, {})
 
     def test_noBounceToNullSender(self) -> None:
         """A failed message from <> is dropped without a bounce."""
         qm = self.manager(ScriptedTarget(PERM))
-        qm.enqueue(makeEnvelope().__class__(**{**makeEnvelope().__dict__, "sender": NULL_ADDRESS}), b"x")
+        qm.enqueue(
+            makeEnvelope().__class__(**{**makeEnvelope().__dict__, "sender": NULL_ADDRESS}),
+            b"x",
+        )
         self.clock.advance(0)
         self.assertEqual(self.bounces, [])
         self.assertEqual(qm.items, {})
@@ -118,7 +123,9 @@ class QueueManagerTests(SynchronousTestCase):
     def test_expiryBounces(self) -> None:
         """A message still failing temporarily after max_lifetime bounces."""
         qm = self.manager(ScriptedTarget(*([TEMP] * 20)))
-        envelope = makeEnvelope().__class__(**{**makeEnvelope().__dict__, "arrival": self.clock.seconds()})
+        envelope = makeEnvelope().__class__(
+            **{**makeEnvelope().__dict__, "arrival": self.clock.seconds()}
+        )
         qm.enqueue(envelope, b"x")
         for _ in range(20):
             self.clock.advance(300)

@@ -169,9 +169,7 @@ class ListenerTests(TestCase):
         """
         A description C{serverFromString} cannot parse raises L{ListenError}.
         """
-        error = self.assertRaises(
-            ListenError, self.listener("nonsense:25").startService
-        )
+        error = self.assertRaises(ListenError, self.listener("nonsense:25").startService)
         self.assertIn("nonsense:25", str(error))
 
     def test_systemdWithoutSocketFailsLoudly(self) -> None:

@@ -4,8 +4,6 @@ Tests for L{mta.smtp.server}: the ESMTP dialogue over StringTransport.
 
 from __future__ import annotations
 
-import base64
-
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.test.proto_helpers import StringTransport
@@ -14,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mta.config import LimitsConfig
 from mta.directory.memory import MemoryDirectory
 from mta.policy.relayaccess import RelayPolicy
-from mta.smtp.server import Mode, SMTPFactory, SMTPServer, parsePath
+from mta.smtp.server import Mode, SMTPFactory, parsePath
 from mta.testing.fakes import RecordingSink
 
 REMOTE = IPv4Address("TCP", "192.0.2.7", 40000)
@@ -35,8 +33,10 @@ class SMTPTestMixin:
         self.directory = MemoryDirectory(
             ["example.com", "example.org"],
             users={"alice@example.com": "x", "bob@example.com": "x"},
-            aliases={"team@example.com": ["alice@example.com", "bob@example.com"],
-                     "ext@example.com": ["someone@remote.test"]},
+            aliases={
+                "team@example.com": ["alice@example.com", "bob@example.com"],
+                "ext@example.com": ["someone@remote.test"],
+            },
         )
         self.limits = LimitsConfig(message_size=10000, recipients=3, errors=5, commands=50)
         self.factory = SMTPFactory(
@@ -95,7 +95,9 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
         [(envelope, data)] = self.sink.messages
         self.assertEqual(str(envelope.sender), "x@remote.test")
         self.assertEqual([str(r.address) for r in envelope.recipients], ["alice@example.com"])
-        self.assertTrue(data.startswith(b"Received: from c.test ([192.0.2.7])\r\n\tby mx.example.com"))
+        self.assertTrue(
+            data.startswith(b"Received: from c.test ([192.0.2.7])\r\n\tby mx.example.com")
+        )
         self.assertTrue(data.endswith(b"\r\nSubject: hi\r\n\r\nbody\r\n"))
         self.assertIn(b"for <alice@example.com>", data)
 
@@ -126,9 +128,7 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
         self.send(b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.com>\r\nDATA\r\n")
         self.assertEqual(self.send(b"x\r\n.\r\nNOOP\r\n"), [])
         self.sink.held[0].callback("Q1")
-        self.assertEqual(
-            self.transport.value(), b"250 2.0.0 Ok: queued as Q1\r\n250 2.0.0 Ok\r\n"
-        )
+        self.assertEqual(self.transport.value(), b"250 2.0.0 Ok: queued as Q1\r\n250 2.0.0 Ok\r\n")
 
     def test_queueFailureIs451(self) -> None:
         """A spool write error is a temporary failure, never a 250."""
@@ -148,7 +148,10 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
     def test_noOpenRelay(self) -> None:
         """A remote recipient from an untrusted, unauthenticated client gets 554 5.7.1."""
         self.send(b"HELO c\r\nMAIL FROM:<a@b.test>\r\n")
-        self.assertEqual(self.send(b"RCPT TO:<x@remote.test>\r\n"), [b"554 5.7.1 Relay access denied"])
+        self.assertEqual(
+            self.send(b"RCPT TO:<x@remote.test>\r\n"),
+            [b"554 5.7.1 Relay access denied"],
+        )
 
     def test_trustedNetworkMayRelay(self) -> None:
         """A client in trusted_networks may send to remote domains."""
@@ -170,11 +173,16 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
         self.assertEqual(self.codes(b"RCPT TO:<alice+news@example.com>\r\n"), [b"250"])
         self.send(b"DATA\r\nx\r\n.\r\n")
         r = self.sink.messages[0][0].recipients[0]
-        self.assertEqual((str(r.address), str(r.original)), ("alice@example.com", "alice+news@example.com"))
+        self.assertEqual(
+            (str(r.address), str(r.original)),
+            ("alice@example.com", "alice+news@example.com"),
+        )
 
     def test_aliasExpandsAndDedupes(self) -> None:
         """An alias expands to its targets; a target named twice is kept once."""
-        self.send(b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<team@example.com>\r\nRCPT TO:<alice@example.com>\r\n")
+        self.send(
+            b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<team@example.com>\r\nRCPT TO:<alice@example.com>\r\n"
+        )
         self.send(b"DATA\r\nx\r\n.\r\n")
         addresses = [str(r.address) for r in self.sink.messages[0][0].recipients]
         self.assertEqual(addresses, ["alice@example.com", "bob@example.com"])
@@ -255,7 +263,8 @@ class SubmissionTests(SMTPTestMixin, SynchronousTestCase):
         self.proto.tlsActive = True
         self.send(b"EHLO c\r\n")
         self.assertEqual(
-            self.send(b"MAIL FROM:<alice@example.com>\r\n"), [b"530 5.7.0 Authentication required"]
+            self.send(b"MAIL FROM:<alice@example.com>\r\n"),
+            [b"530 5.7.0 Authentication required"],
         )
 
     def test_senderMustBeOwned(self) -> None:
@@ -277,7 +286,9 @@ class SubmissionTests(SMTPTestMixin, SynchronousTestCase):
         """Submitted mail without Message-ID and Date gets both."""
         self.proto.tlsActive = True
         self.proto.authUser = "alice@example.com"
-        self.send(b"EHLO c\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+        self.send(
+            b"EHLO c\r\nMAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+        )
         self.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
         data = self.sink.messages[0][1]
         self.assertIn(b"\r\nMessage-ID: <Q1@mx.example.com>\r\n", data)
@@ -298,4 +309,7 @@ class ParsePathTests(SynchronousTestCase):
         self.assertEqual(str(parsePath("FROM:<a@b.c>", "FROM")[0]), "a@b.c")
         self.assertEqual(str(parsePath("FROM: a@b.c", "FROM")[0]), "a@b.c")
         self.assertEqual(str(parsePath("TO:<@x,@y:a@b.c>", "TO")[0]), "a@b.c")
-        self.assertEqual(parsePath("FROM:<> SIZE=10 body=8bitmime", "FROM")[1], {"SIZE": "10", "BODY": "8bitmime"})
+        self.assertEqual(
+            parsePath("FROM:<> SIZE=10 body=8bitmime", "FROM")[1],
+            {"SIZE": "10", "BODY": "8bitmime"},
+        )

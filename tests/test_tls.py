@@ -54,9 +54,7 @@ def makeCertificate(
     @return: a certificate for C{name}, self-signed unless C{issuer} is given.
     """
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuerName, signingKey = (
-        (issuer[0].subject, issuer[1]) if issuer else (subject, key)
-    )
+    issuerName, signingKey = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -97,9 +95,7 @@ def replaceFile(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def writePair(
-    folder: Path, name: str = "mail.example.test"
-) -> tuple[Path, Path, bytes]:
+def writePair(folder: Path, name: str = "mail.example.test") -> tuple[Path, Path, bytes]:
     """
     Write a new certificate and key to C{folder/cert.pem} and C{key.pem}.
 
@@ -156,9 +152,7 @@ class SelfSignedTests(SynchronousTestCase):
         certificate = x509.load_pem_x509_certificate(certPath.read_bytes())
         cn = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         self.assertEqual(cn[0].value, "mail.example.test")
-        san = certificate.extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        )
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         self.assertEqual(
             san.value.get_values_for_type(x509.DNSName),
             ["mail.example.test", "localhost"],
@@ -176,9 +170,7 @@ class SelfSignedTests(SynchronousTestCase):
         """
         certPath, keyPath = ensureSelfSigned(self.dataDir, "mail.example.test")
         before = (certPath.read_bytes(), keyPath.read_bytes(), certPath.stat().st_ino)
-        self.assertEqual(
-            ensureSelfSigned(self.dataDir, "mail.example.test"), (certPath, keyPath)
-        )
+        self.assertEqual(ensureSelfSigned(self.dataDir, "mail.example.test"), (certPath, keyPath))
         after = (certPath.read_bytes(), keyPath.read_bytes(), certPath.stat().st_ino)
         self.assertEqual(before, after)
 
@@ -233,9 +225,7 @@ class LoadTests(SynchronousTestCase):
         Without C{[tls]} files, the self-signed pair in the data dir is used.
         """
         holder = loadServerContext(config(self.folder / "data"))
-        self.assertEqual(
-            holder.certificatePath, self.folder / "data" / "tls" / "selfsigned.pem"
-        )
+        self.assertEqual(holder.certificatePath, self.folder / "data" / "tls" / "selfsigned.pem")
 
     def test_mismatchedKeyNamesPrivateKey(self) -> None:
         """
@@ -243,9 +233,7 @@ class LoadTests(SynchronousTestCase):
         error.
         """
         replaceFile(self.keyPath, pem(makeKey()))
-        error = self.assertRaises(
-            ConfigError, TLSContextHolder, self.certPath, self.keyPath
-        )
+        error = self.assertRaises(ConfigError, TLSContextHolder, self.certPath, self.keyPath)
         self.assertIn("tls.private_key", str(error))
         self.assertIn("does not match", str(error))
 
@@ -264,9 +252,7 @@ class LoadTests(SynchronousTestCase):
         A certificate file without PEM is a C{tls.certificate} error.
         """
         replaceFile(self.certPath, b"not a certificate\n")
-        error = self.assertRaises(
-            ConfigError, TLSContextHolder, self.certPath, self.keyPath
-        )
+        error = self.assertRaises(ConfigError, TLSContextHolder, self.certPath, self.keyPath)
         self.assertIn("tls.certificate", str(error))
 
     def test_garbageKeyNamesPrivateKey(self) -> None:
@@ -274,9 +260,7 @@ class LoadTests(SynchronousTestCase):
         A key file without a PEM key is a C{tls.private_key} error.
         """
         replaceFile(self.keyPath, pem(makeCertificate(makeKey(), "x")))
-        error = self.assertRaises(
-            ConfigError, TLSContextHolder, self.certPath, self.keyPath
-        )
+        error = self.assertRaises(ConfigError, TLSContextHolder, self.certPath, self.keyPath)
         self.assertIn("tls.private_key", str(error))
 
     def test_policyOptions(self) -> None:
@@ -290,9 +274,7 @@ class LoadTests(SynchronousTestCase):
         self.assertTrue(options & SSL.OP_NO_RENEGOTIATION)
         ciphers = SSL.Connection(context, None).get_cipher_list()
         for cipher in ciphers:
-            self.assertTrue(
-                cipher.startswith("TLS_") or cipher.startswith("ECDHE-"), cipher
-            )
+            self.assertTrue(cipher.startswith("TLS_") or cipher.startswith("ECDHE-"), cipher)
             self.assertTrue("GCM" in cipher or "CHACHA20" in cipher, cipher)
 
     def test_reloadUnchanged(self) -> None:
@@ -378,9 +360,7 @@ def readLine(sock: Any) -> bytes:
     return data
 
 
-def pythonClient(
-    port: int, configure: Callable[[ssl.SSLContext], None]
-) -> dict[str, Any]:
+def pythonClient(port: int, configure: Callable[[ssl.SSLContext], None]) -> dict[str, Any]:
     """
     Handshake with Python's C{ssl} (in a thread) and describe the session.
     """
@@ -564,9 +544,7 @@ class HandshakeTests(TestCase):
             except ssl.SSLError:
                 # This client's OpenSSL cannot even offer it.
                 continue
-            error = yield self.assertFailure(
-                self.connect(tls12With(ciphers)), ssl.SSLError
-            )
+            error = yield self.assertFailure(self.connect(tls12With(ciphers)), ssl.SSLError)
             self.assertIn("HANDSHAKE_FAILURE", error.reason, ciphers)
 
     @inlineCallbacks
@@ -574,9 +552,7 @@ class HandshakeTests(TestCase):
         """
         A TLS 1.2 client asking to renegotiate is refused.
         """
-        error = yield self.assertFailure(
-            deferToThread(pyOpenSSLClient, self.port, True), SSL.Error
-        )
+        error = yield self.assertFailure(deferToThread(pyOpenSSLClient, self.port, True), SSL.Error)
         self.assertIn("no renegotiation", str(error))
 
     @inlineCallbacks

@@ -110,7 +110,11 @@ class Bouncer:
     """
 
     def __init__(
-        self, sink: IMessageSink, runner: IBlockingRunner, hostname: str, clock: IReactorTime
+        self,
+        sink: IMessageSink,
+        runner: IBlockingRunner,
+        hostname: str,
+        clock: IReactorTime,
     ) -> None:
         self._sink = sink
         self._clock = clock
@@ -129,11 +133,14 @@ class Bouncer:
         @return: a Deferred firing once the DSN is safely queued.
         """
         d = self._runner.run(readHeaders, messagePath)
-        d.addCallback(self._enqueue, envelope, failed)
-        return d
+        queued: Deferred[object] = d.addCallback(self._enqueue, envelope, failed)
+        return queued
 
     def _enqueue(
-        self, headers: bytes, envelope: Envelope, failed: Sequence[tuple[Recipient, Reply]]
+        self,
+        headers: bytes,
+        envelope: Envelope,
+        failed: Sequence[tuple[Recipient, Reply]],
     ) -> Deferred[str]:
         queueId = self._sink.newQueueId()
         now = self._clock.seconds()

@@ -32,9 +32,7 @@ def deliveryPrefix(envelope: Envelope, recipient: Recipient) -> bytes:
     @return: the trace headers a local delivery adds in front of the
         message (RFC 5321 4.4 Return-Path; Delivered-To for loop checks).
     """
-    return f"Return-Path: <{envelope.sender}>\r\nDelivered-To: {recipient.address}\r\n".encode(
-        "utf-8"
-    )
+    return f"Return-Path: <{envelope.sender}>\r\nDelivered-To: {recipient.address}\r\n".encode()
 
 
 @implementer(IDeliveryTarget)
@@ -54,7 +52,9 @@ class LocalDelivery:
         pending = envelope.pending
         ds = [self._deliverOne(envelope, r, messagePath) for r in pending]
         d = DeferredList(ds, consumeErrors=True)
-        return d.addCallback(lambda results: {r: reply for r, (_, reply) in zip(pending, results)})
+        return d.addCallback(
+            lambda results: {r: reply for r, (_, reply) in zip(pending, results, strict=True)}
+        )
 
     def _deliverOne(self, envelope: Envelope, r: Recipient, messagePath: str) -> Deferred[Reply]:
         user = r.address.canonical()
@@ -65,10 +65,16 @@ class LocalDelivery:
             d: Deferred[Reply] = Deferred()
             d.callback(S550_NO_USER)
             return d
-        d2 = self._store.deliver(user, messagePath, deliveryPrefix(envelope, r))
-        d2.addCallbacks(lambda _: S250_DELIVERED, self._storeFailed, errbackArgs=(envelope, r))
-        return d2
+        stored = self._store.deliver(user, messagePath, deliveryPrefix(envelope, r))
+        return stored.addCallbacks(
+            lambda _: S250_DELIVERED, self._storeFailed, errbackArgs=(envelope, r)
+        )
 
     def _storeFailed(self, failure: Failure, envelope: Envelope, r: Recipient) -> Reply:
-        _log.failure("delivery: id={id} to=<{to}> store failed", failure, id=envelope.queueId, to=r.address)
+        _log.failure(
+            "delivery: id={id} to=<{to}> store failed",
+            failure,
+            id=envelope.queueId,
+            to=r.address,
+        )
         return S451_STORE_ERROR

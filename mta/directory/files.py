@@ -124,9 +124,7 @@ def _formatAlias(key: str, targets: tuple[Address, ...]) -> str:
     return f"{key}: {', '.join(str(t) for t in targets)}"
 
 
-def _parseText(
-    path: Path, text: str, parseLine: Callable[[str], tuple[str, _V]]
-) -> _Parsed[_V]:
+def _parseText(path: Path, text: str, parseLine: Callable[[str], tuple[str, _V]]) -> _Parsed[_V]:
     """
     Split a directory file into entries, keeping every raw line.
     """

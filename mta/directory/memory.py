@@ -415,9 +415,7 @@ def checkPasswordHash(passwordHash: str) -> None:
 
     @raise ValueError: C{passwordHash} is not an argon2 hash on one line.
     """
-    if not passwordHash.startswith("$argon2") or _UNSAFE.search(
-        passwordHash.replace(",", "")
-    ):
+    if not passwordHash.startswith("$argon2") or _UNSAFE.search(passwordHash.replace(",", "")):
         raise ValueError("not an argon2 password hash")
 
 
@@ -444,9 +442,7 @@ class MemoryDirectory(BaseDirectory):
         self._tables = DirectoryTables(
             users={self._localKey(a): h for a, h in (users or {}).items()},
             aliases={
-                self._localKey(a): tuple(
-                    self._storedTarget(parsePlainAddress(t)) for t in targets
-                )
+                self._localKey(a): tuple(self._storedTarget(parsePlainAddress(t)) for t in targets)
                 for a, targets in (aliases or {}).items()
             },
         )

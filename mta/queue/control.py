@@ -13,6 +13,7 @@ by one process at a time.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -76,10 +77,8 @@ class ControlRequests:
         """
         Remove a handled request (blocking).
         """
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path / name)
-        except FileNotFoundError:
-            pass
 
     # -- admin side ------------------------------------------------------------------
 

@@ -171,8 +171,7 @@ class QueueManager(Service):
         envelope = self.items[queueId]
         d = self._target.deliver(envelope, self._spool.messagePath(queueId))
         d.addErrback(self._allTemporary, envelope)
-        d.addCallback(self._recordOutcomes, envelope)
-        return d
+        return d.addCallback(self._recordOutcomes, envelope)
 
     def _allTemporary(self, failure: Failure, envelope: Envelope) -> dict[Recipient, Reply]:
         _log.failure("queue: id={id} delivery raised", failure, id=envelope.queueId)

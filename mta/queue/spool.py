@@ -20,6 +20,7 @@ Implements L{ISpool}.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -152,10 +153,8 @@ class Spool:
         crash in between, the orphaned message file is swept at start-up.
         """
         for path in (self.envelopePath(queueId), Path(self.messagePath(queueId))):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def load(self) -> Deferred[list[Envelope]]:
         """

@@ -51,6 +51,8 @@ S550_NO_USER = Reply(550, "5.1.1 Recipient address rejected: User unknown in loc
 S552_TOO_BIG = Reply(552, "5.3.4 Error: message file too big")
 S553_NOT_OWNER = Reply(553, "5.7.1 Sender address rejected: not owned by user")
 S554_NO_RELAY = Reply(554, "5.7.1 Relay access denied")
-S554_BARE_NEWLINE = Reply(554, "5.6.0 Error: bare <CR> or <LF> in message; lines must end with <CR><LF>")
+S554_BARE_NEWLINE = Reply(
+    554, "5.6.0 Error: bare <CR> or <LF> in message; lines must end with <CR><LF>"
+)
 S554_LOOP = Reply(554, "5.4.6 Error: too many hops (mail loop?)")
 S555_PARAMETER = Reply(555, "5.5.4 Unsupported MAIL/RCPT parameter")

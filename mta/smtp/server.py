@@ -127,7 +127,7 @@ class SMTPFactory(Factory):
         self.authenticator = authenticator
         self.tls = tls
 
-    def buildProtocol(self, addr: IAddress) -> SMTPServer:
+    def buildProtocol(self, addr: IAddress | None) -> SMTPServer:
         return SMTPServer(self)
 
 
@@ -362,8 +362,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
     def _login(self, user: str, password: str) -> Deferred[Reply | None]:
         assert self.factory.authenticator is not None
         d = self.factory.authenticator.login(user, password, self.peer, "smtp")
-        d.addCallbacks(self._loggedIn, self._loginFailed)
-        return d
+        replied: Deferred[Reply | None] = d.addCallbacks(self._loggedIn, self._loginFailed)
+        return replied
 
     def _loggedIn(self, address: str) -> Reply:
         self.authUser = address
@@ -406,10 +406,10 @@ class SMTPServer(LineCommandProtocol[Reply]):
         problem = self._checkMailParams(params)
         if problem is not None:
             return problem
-        if self.authUser and not sender.isNull:
-            if not self.factory.directory.mayUseSender(self.authUser, sender):
-                self._logReject(sender, None, R.S553_NOT_OWNER)
-                return R.S553_NOT_OWNER
+        owned = sender.isNull or self.factory.directory.mayUseSender(self.authUser, sender)
+        if self.authUser and not owned:
+            self._logReject(sender, None, R.S553_NOT_OWNER)
+            return R.S553_NOT_OWNER
         self.transaction = Transaction(self.factory.sink.newQueueId(), sender)
         return R.S250_SENDER_OK
 
@@ -452,9 +452,9 @@ class SMTPServer(LineCommandProtocol[Reply]):
 
     def _checkRecipient(self, rcpt: Address) -> Reply | None:
         directory = self.factory.directory
-        if not directory.isLocalDomain(rcpt.domain):
-            if not (self.authUser or self.factory.relayPolicy.isTrusted(self.peer)):
-                return R.S554_NO_RELAY
+        mayRelay = self.authUser or self.factory.relayPolicy.isTrusted(self.peer)
+        if not directory.isLocalDomain(rcpt.domain) and not mayRelay:
+            return R.S554_NO_RELAY
         targets = directory.resolve(rcpt)
         if targets is None:
             return R.S550_NO_USER
@@ -521,13 +521,13 @@ class SMTPServer(LineCommandProtocol[Reply]):
             authUser=self.authUser,
         )
         d = self.factory.sink.enqueue(envelope, data)
-        d.addCallbacks(
+        replied = d.addCallbacks(
             lambda qid: Reply(250, f"2.0.0 Ok: queued as {qid}"),
             self._enqueueFailed,
             errbackArgs=(t,),
         )
-        d.addCallback(self._logQueued, t, len(data))
-        return d
+        logged: Deferred[Reply] = replied.addCallback(self._logQueued, t, len(data))
+        return logged
 
     def _checkMessage(self, body: bytes) -> Reply | None:
         if self._dataTooBig or len(body) > self.factory.limits.message_size:
@@ -602,4 +602,3 @@ class SMTPServer(LineCommandProtocol[Reply]):
             auth=self.authUser or "-",
             result=str(reply),
         )
-

@@ -429,9 +429,7 @@ class MaildirStore:
         """
         See L{IMessageStore.createUser}.
         """
-        return self._runner.run(self._ensureFolder, user, INBOX).addCallback(
-            lambda _: None
-        )
+        return self._runner.run(self._ensureFolder, user, INBOX).addCallback(lambda _: None)
 
     def deliver(
         self, user: str, messagePath: str, prefix: bytes, folder: str = INBOX

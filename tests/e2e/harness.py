@@ -20,7 +20,12 @@ from twisted.trial.unittest import TestCase
 from mta.auth import hashPassword
 from mta.config import Config, ListenConfig, embeddedDefault
 from mta.queue.scheduler import QueueManager
-from mta.store.maildir import createUserFolders, folderDirectory, mailRootOf, userDirectory
+from mta.store.maildir import (
+    createUserFolders,
+    folderDirectory,
+    mailRootOf,
+    userDirectory,
+)
 from mta.tap import MailServer, buildService, listeningPorts
 
 EPHEMERAL = ("tcp:0:interface=127.0.0.1",)
@@ -57,7 +62,9 @@ class RunningServer:
         @return: the messages in the user's INBOX, oldest first.
         """
         base = self.maildir(address)
-        files = [p for sub in ("new", "cur") if (base / sub).exists() for p in (base / sub).iterdir()]
+        files = [
+            p for sub in ("new", "cur") if (base / sub).exists() for p in (base / sub).iterdir()
+        ]
         return [p.read_bytes() for p in sorted(files, key=lambda p: p.name)]
 
 
@@ -67,7 +74,13 @@ def testConfig(dataDir: Path, **changes: Any) -> Config:
     """
     base = embeddedDefault(dataDir)
     listen = ListenConfig(**{name: EPHEMERAL for name in SERVICES})
-    return replace(base, hostname="mx.example.com", domains=("example.com",), listen=listen, **changes)
+    return replace(
+        base,
+        hostname="mx.example.com",
+        domains=("example.com",),
+        listen=listen,
+        **changes,
+    )
 
 
 @inlineCallbacks

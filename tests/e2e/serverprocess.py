@@ -58,16 +58,29 @@ class ServerProcess:
         Start and wait until every listener has logged its port (blocking).
         """
         self.log.write_text("")
-        argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-                "-n", "--pidfile=", f"--logfile={self.log}", "mta", "--config", str(self.config)]
+        argv = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log}",
+            "mta",
+            "--config",
+            str(self.config),
+        ]
         self.process = subprocess.Popen(argv, env=environment(), cwd=self.config.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.ports = {m.group(1): int(m.group(2)) for m in _LISTENING.finditer(self.log.read_text())}
+            self.ports = {
+                m.group(1): int(m.group(2)) for m in _LISTENING.finditer(self.log.read_text())
+            }
             if "smtp:0" in self.ports:
                 return
             if self.process.poll() is not None:
-                raise RuntimeError(f"mta exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"mta exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                )
             time.sleep(0.05)
         raise RuntimeError("mta did not start listening in time")
 

@@ -55,7 +55,9 @@ class CrashTests(TestCase):
         base.mkdir()
         config = base / "mta.toml"
         config.write_text(CONFIG)
-        result = runAdmin(config, "user", "add", "alice@example.com", "--password-stdin", stdin="pw\n")
+        result = runAdmin(
+            config, "user", "add", "alice@example.com", "--password-stdin", stdin="pw\n"
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         server = ServerProcess(config, base / "mta.log")
         server.start()
@@ -63,12 +65,16 @@ class CrashTests(TestCase):
         accepted = self._burst(server.ports["smtp:0"], server)
         self.assertGreater(len(accepted), 20, "the burst should have had time to get going")
         server.start()
-        maildir = folderDirectory(userDirectory(mailRootOf(base / "data"), "alice@example.com"), "INBOX")
+        maildir = folderDirectory(
+            userDirectory(mailRootOf(base / "data"), "alice@example.com"), "INBOX"
+        )
         deadline = time.monotonic() + 60
         while not set(accepted) <= set(subjects(maildir)) and time.monotonic() < deadline:
             time.sleep(0.1)
         missing = set(accepted) - set(subjects(maildir))
-        self.assertEqual(missing, set(), f"{len(missing)} of {len(accepted)} accepted messages lost")
+        self.assertEqual(
+            missing, set(), f"{len(missing)} of {len(accepted)} accepted messages lost"
+        )
 
     def _burst(self, port: int, server: ServerProcess) -> list[str]:
         """
@@ -88,8 +94,11 @@ class CrashTests(TestCase):
                 i += 1
                 try:
                     with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
-                        c.sendmail("x@remote.test", ["alice@example.com"],
-                                   f"Subject: {subject}\r\n\r\n{'x' * 2000}\r\n".encode())
+                        c.sendmail(
+                            "x@remote.test",
+                            ["alice@example.com"],
+                            f"Subject: {subject}\r\n\r\n{'x' * 2000}\r\n".encode(),
+                        )
                 except (OSError, smtplib.SMTPException):
                     continue
                 with lock:

@@ -60,7 +60,11 @@ class SMTPEndToEndTests(TestCase):
         yield self.sendmail(self.server.ports["smtp"], "x@remote.test", ["alice@example.com"], body)
         yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
         [stored] = self.server.delivered("alice@example.com")
-        self.assertTrue(stored.startswith(b"Return-Path: <x@remote.test>\r\nDelivered-To: alice@example.com\r\nReceived: "))
+        self.assertTrue(
+            stored.startswith(
+                b"Return-Path: <x@remote.test>\r\nDelivered-To: alice@example.com\r\nReceived: "
+            )
+        )
         self.assertTrue(stored.endswith(b"\r\n" + body))
         yield waitFor(lambda: not self.server.queue.items)
 
@@ -96,7 +100,11 @@ class SMTPEndToEndTests(TestCase):
             with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=30) as c:
                 c.starttls(context=insecureContext())
                 c.login("alice@example.com", PASSWORD)
-                return c.sendmail("alice@example.com", ["alice@example.com"], b"Subject: s\r\n\r\nhi\r\n")
+                return c.sendmail(
+                    "alice@example.com",
+                    ["alice@example.com"],
+                    b"Subject: s\r\n\r\nhi\r\n",
+                )
 
         yield deferToThread(submit)
         yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
@@ -109,8 +117,12 @@ class SMTPEndToEndTests(TestCase):
         """Implicit TLS submission refuses a wrong password with 535."""
 
         def submit() -> Any:
-            with smtplib.SMTP_SSL("127.0.0.1", self.server.ports["submissions"], timeout=30,
-                                  context=insecureContext()) as c:
+            with smtplib.SMTP_SSL(
+                "127.0.0.1",
+                self.server.ports["submissions"],
+                timeout=30,
+                context=insecureContext(),
+            ) as c:
                 c.login("alice@example.com", "wrong")
 
         f = yield self.assertFailure(deferToThread(submit), smtplib.SMTPAuthenticationError)
@@ -122,10 +134,26 @@ class SMTPEndToEndTests(TestCase):
         if shutil.which("swaks") is None:
             raise SkipTest("swaks is not installed (apt-get install swaks)")
         argv = [
-            "swaks", "--server", "127.0.0.1", "--port", str(self.server.ports["submission"]),
-            "--tls", "--auth", "LOGIN", "--auth-user", "alice@example.com",
-            "--auth-password", PASSWORD, "--from", "alice@example.com",
-            "--to", "alice@example.com", "--body", "from swaks", "--timeout", "20",
+            "swaks",
+            "--server",
+            "127.0.0.1",
+            "--port",
+            str(self.server.ports["submission"]),
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "alice@example.com",
+            "--auth-password",
+            PASSWORD,
+            "--from",
+            "alice@example.com",
+            "--to",
+            "alice@example.com",
+            "--body",
+            "from swaks",
+            "--timeout",
+            "20",
         ]
         result = yield deferToThread(subprocess.run, argv, capture_output=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stdout.decode(errors="replace")[-2000:])
@@ -157,7 +185,9 @@ class QueueCommandTests(TestCase):
         out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "list"])
         self.assertIn(queueId, out[1])
         self.assertIn("<far@remote.test>(pending: 451 4.3.2", out[1])
-        out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "delete", queueId])
+        out = yield deferToThread(
+            self.runMain, main, ["--config", str(config), "queue", "delete", queueId]
+        )
         self.assertEqual(out[0], 0, out)
         self.assertEqual(server.queue.items, {})
         self.assertFalse((server.config.data_dir / "queue" / f"{queueId}.env").exists())
