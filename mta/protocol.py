@@ -78,6 +78,10 @@ class LineCommandProtocol(Protocol, Generic[R]):
     maxCommands = 1000
     maxErrors = 20
     idleTimeout = 300.0
+    #: Input held while a handler's Deferred is pending, before the
+    #: transport is told to stop reading (a client pipelining without end
+    #: must not grow our memory).
+    maxPendingInput = 256 * 1024
     _log = Logger()
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -86,6 +90,7 @@ class LineCommandProtocol(Protocol, Generic[R]):
         self._paused = False
         self._bulk: BulkConsumer | None = None
         self._processing = False
+        self._readPaused = False
         self._discarding = False
         self._idleCall: IDelayedCall | None = None
         self.commandCount = 0
@@ -188,6 +193,8 @@ class LineCommandProtocol(Protocol, Generic[R]):
         self.sendReply(reply)
         self.disconnecting = True
         self._buffer = b""
+        # A TLS connection cannot finish closing while reading is paused.
+        self._resumeReading()
         if self.transport is not None:
             self.transport.loseConnection()
 
@@ -213,7 +220,19 @@ class LineCommandProtocol(Protocol, Generic[R]):
             return
         self._resetIdle()
         self._buffer += data
+        if self._paused and len(self._buffer) > self.maxPendingInput:
+            self._pauseReading()
         self._process()
+
+    def _pauseReading(self) -> None:
+        if not self._readPaused and self.transport is not None:
+            self._readPaused = True
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def _resumeReading(self) -> None:
+        if self._readPaused and self.transport is not None:
+            self._readPaused = False
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _process(self) -> None:
         if self._processing:
@@ -315,6 +334,7 @@ class LineCommandProtocol(Protocol, Generic[R]):
 
     def _resume(self, reply: R | None) -> None:
         self._paused = False
+        self._resumeReading()
         self.sendReply(reply)
         if not self.disconnecting:
             self._process()
