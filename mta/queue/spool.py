@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from mta.envelope import Envelope
 from mta.interfaces import IBlockingRunner, ISpool
+from mta.threads import BatchingRunner
 
 _log = Logger(namespace="mta.queue")
 
@@ -69,14 +70,31 @@ def _writeAll(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def _writeSynced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _writeFile(path: Path, data: bytes) -> int:
+    """
+    Create C{path} holding C{data}, not yet synced.
+
+    @return: the open descriptor, for L{_syncAndClose}.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         _writeAll(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _syncAndClose(fd: int) -> None:
+    try:
         # fdatasync flushes the data and the size, all a new file needs.
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _writeSynced(path: Path, data: bytes) -> None:
+    _syncAndClose(_writeFile(path, data))
 
 
 def fsyncDirectory(path: Path) -> None:
@@ -102,6 +120,12 @@ class Spool:
         self.path = path
         self._runner = runner
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._stores: BatchingRunner[tuple[Envelope, bytes], None] = BatchingRunner(
+            runner, self.storeManySync
+        )
+        self._removes: BatchingRunner[str, None] = BatchingRunner(
+            runner, self.removeManySync, maxBatch=256, concurrency=1
+        )
 
     def messagePath(self, queueId: str) -> str:
         """
@@ -119,14 +143,59 @@ class Spool:
         """
         Write message and envelope durably; see L{ISpool.store}.
         """
-        return self._runner.run(self.storeSync, envelope, data)
+        return self._stores.submit((envelope, data))
 
     def storeSync(self, envelope: Envelope, data: bytes) -> None:
         """
-        The blocking body of L{store}.
+        Store one message (blocking).
         """
-        _writeSynced(Path(self.messagePath(envelope.queueId)), data)
-        self._commitEnvelope(envelope)
+        [result] = self.storeManySync([(envelope, data)])
+        if result is not None:
+            raise result
+
+    def storeManySync(self, items: list[tuple[Envelope, bytes]]) -> list[BaseException | None]:
+        """
+        The blocking body of L{store}, for a batch of messages: write every
+        file, then sync them all (one journal commit covers the batch),
+        then commit each envelope by renaming it into place, then sync the
+        folder once.
+
+        @return: per message, C{None} or the error that kept it out.
+        """
+        results: list[BaseException | None] = [None] * len(items)
+        written: list[tuple[int, int, int]] = []
+        for i, (envelope, data) in enumerate(items):
+            try:
+                written.append((i, *self._writeBoth(envelope, data)))
+            except OSError as e:
+                results[i] = e
+        for i, msgFd, envFd in written:
+            for fd in (msgFd, envFd):
+                try:
+                    _syncAndClose(fd)
+                except OSError as e:
+                    results[i] = e
+        for i, (envelope, _) in enumerate(items):
+            final = self.envelopePath(envelope.queueId)
+            try:
+                if results[i] is None:
+                    os.rename(final.with_suffix(".tmp"), final)
+            except OSError as e:
+                results[i] = e
+        try:
+            fsyncDirectory(self.path)
+        except OSError as e:
+            return [e] * len(items)
+        return results
+
+    def _writeBoth(self, envelope: Envelope, data: bytes) -> tuple[int, int]:
+        msgFd = _writeFile(Path(self.messagePath(envelope.queueId)), data)
+        try:
+            tmp = self.envelopePath(envelope.queueId).with_suffix(".tmp")
+            return msgFd, _writeFile(tmp, json.dumps(envelope.toJSON(), indent=1).encode())
+        except BaseException:
+            os.close(msgFd)
+            raise
 
     def _commitEnvelope(self, envelope: Envelope) -> None:
         final = self.envelopePath(envelope.queueId)
@@ -145,11 +214,21 @@ class Spool:
         """
         Delete message and envelope; see L{ISpool.remove}.
         """
-        return self._runner.run(self.removeSync, queueId)
+        return self._removes.submit(queueId)
+
+    def removeManySync(self, queueIds: list[str]) -> list[BaseException | None]:
+        """
+        The blocking body of L{remove}, for a batch.  No sync: should a
+        removal be lost in a crash, the message is delivered again, which
+        at-least-once allows.
+        """
+        for queueId in queueIds:
+            self.removeSync(queueId)
+        return [None] * len(queueIds)
 
     def removeSync(self, queueId: str) -> None:
         """
-        The blocking body of L{remove}.  The envelope goes first: should we
+        Remove one message (blocking).  The envelope goes first: should we
         crash in between, the orphaned message file is swept at start-up.
         """
         for path in (self.envelopePath(queueId), Path(self.messagePath(queueId))):

@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from mta.interfaces import IBlockingRunner, IMailbox, IMessageStore
 from mta.store.base import StoredMessage
+from mta.threads import BatchingRunner
 
 INBOX = "INBOX"
 
@@ -424,6 +425,9 @@ class MaildirStore:
         # Folders known to exist; deliver does not consult it (it creates on
         # ENOENT), openMailbox does, to skip the mkdir calls.
         self._known: set[Path] = set()
+        self._deliveries: BatchingRunner[tuple[str, str, bytes, str], str] = BatchingRunner(
+            runner, self.deliverManySync
+        )
 
     def createUser(self, user: str) -> Deferred[None]:
         """
@@ -440,7 +444,7 @@ class MaildirStore:
         @return: the new message's uid, once it is fsync'd into C{new/}.
         @raise ValueError: (in the Deferred) unsafe address or folder name.
         """
-        return self._runner.run(self._deliver, user, messagePath, prefix, folder)
+        return self._deliveries.submit((user, messagePath, prefix, folder))
 
     def openMailbox(self, user: str, folder: str = INBOX) -> Deferred[IMailbox]:
         """
@@ -493,33 +497,74 @@ class MaildirStore:
                 # Only if the clock went back within this pid; take another.
                 continue
 
-    def _deliver(self, user: str, messagePath: str, prefix: bytes, folder: str) -> str:
+    def deliverManySync(
+        self, items: list[tuple[str, str, bytes, str]]
+    ) -> list[str | BaseException]:
         """
-        The blocking half of L{deliver}.
+        The blocking half of L{deliver}, for a batch: write every message
+        into C{tmp/}, then fsync them all (one journal commit covers the
+        batch), then rename each into C{new/}, then fsync each C{new/}
+        folder once.
+
+        @param items: C{(user, messagePath, prefix, folder)} per delivery.
+        @return: per delivery, the uid or the error.
+        """
+        results: list[str | BaseException] = []
+        written: list[tuple[int, int, str, str, str]] = []
+        for i, item in enumerate(items):
+            try:
+                fd, name, tmpPath, folderDir = self._writeTemporary(*item)
+                written.append((i, fd, name, tmpPath, folderDir))
+                results.append("")
+            except (OSError, ValueError) as e:
+                results.append(e)
+        newDirs: dict[str, list[int]] = {}
+        for i, fd, name, tmpPath, folderDir in written:
+            try:
+                try:
+                    os.fsync(fd)
+                    size = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                uid = f"{name},S={size}"
+                newDir = os.path.join(folderDir, "new")
+                os.rename(tmpPath, os.path.join(newDir, uid))
+                results[i] = uid
+                newDirs.setdefault(newDir, []).append(i)
+            except OSError as e:
+                _unlinkQuietly(tmpPath)
+                results[i] = e
+        for newDir, indexes in newDirs.items():
+            try:
+                _fsyncDirectory(Path(newDir))
+            except OSError as e:
+                for i in indexes:
+                    results[i] = e
+        return results
+
+    def _writeTemporary(
+        self, user: str, messagePath: str, prefix: bytes, folder: str
+    ) -> tuple[int, str, str, str]:
+        """
+        Create the message in C{tmp/}, not yet synced.
+
+        @return: C{(fd, unique name, tmp path, folder path)}.
         """
         userDir = userDirectory(self.mailRoot, user)
         folderDir = folderDirectory(userDir, folder)
         try:
             fd, name, tmpPath = self._openTemporary(folderDir)
         except FileNotFoundError:
-            # First delivery to this user or folder: create, then retry once.
             _createFolders(userDir, folder)
             self._known.add(folderDir)
             fd, name, tmpPath = self._openTemporary(folderDir)
         try:
-            try:
-                size = _copyInto(fd, prefix, messagePath)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            uid = f"{name},S={size}"
-            newDir = os.path.join(folderDir, "new")
-            os.rename(tmpPath, os.path.join(newDir, uid))
+            _copyInto(fd, prefix, messagePath)
         except BaseException:
+            os.close(fd)
             _unlinkQuietly(tmpPath)
             raise
-        _fsyncDirectory(Path(newDir))
-        return uid
+        return fd, name, tmpPath, str(folderDir)
 
 
 __all__ = [
