@@ -7,12 +7,15 @@ Each queued message is two files in C{data_dir/queue}::
     <id>.msg   the raw message (Received header included), CRLF line ends
     <id>.env   its envelope as JSON (readable with any pager)
 
-L{Spool.store} writes and fsyncs the message, writes the envelope to a
-temporary name, fsyncs it, renames it into place and fsyncs the folder.
-The envelope's presence is the commit point: at start-up a C{.msg} without
-its C{.env} is a message that was never acknowledged and is deleted.  The
-server says 250 only after L{Spool.store}'s Deferred fires, so a crash at
-any moment loses nothing that was accepted.
+L{Spool.store} writes message and envelope, fdatasyncs both and fsyncs
+the folder; only then does its Deferred fire and the server say 250, so a
+crash at any moment loses nothing that was accepted.  Concurrent stores are
+batched (L{BatchingRunner}): all files of a batch are written before any is
+synced, so one journal commit covers them all.  At start-up a C{.msg}
+without its C{.env} was never acknowledged and is deleted; an envelope that
+does not parse (a crash mid-write, so also never acknowledged) is set aside
+as C{.bad}, never delivered and never silently deleted.  Later envelope
+changes are atomic: temporary file, fsync, rename.
 
 All file work runs on an L{IBlockingRunner}; nothing here blocks the reactor.
 Implements L{ISpool}.
@@ -120,11 +123,12 @@ class Spool:
         self.path = path
         self._runner = runner
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._stores: BatchingRunner[tuple[Envelope, bytes], None] = BatchingRunner(
-            runner, self.storeManySync
-        )
-        self._removes: BatchingRunner[str, None] = BatchingRunner(
-            runner, self.removeManySync, maxBatch=256, concurrency=1
+        # Every change to the queue folder goes through this one serial
+        # batcher: when a batch's data sync has committed the journal,
+        # nothing else has touched the folder since, so the folder's own
+        # fsync that follows costs no second commit.
+        self._changes: BatchingRunner[tuple[Envelope, bytes] | str, None] = BatchingRunner(
+            runner, self.changeManySync, maxBatch=256, concurrency=1
         )
 
     def messagePath(self, queueId: str) -> str:
@@ -143,7 +147,7 @@ class Spool:
         """
         Write message and envelope durably; see L{ISpool.store}.
         """
-        return self._stores.submit((envelope, data))
+        return self._changes.submit((envelope, data))
 
     def storeSync(self, envelope: Envelope, data: bytes) -> None:
         """
@@ -156,9 +160,8 @@ class Spool:
     def storeManySync(self, items: list[tuple[Envelope, bytes]]) -> list[BaseException | None]:
         """
         The blocking body of L{store}, for a batch of messages: write every
-        file, then sync them all (one journal commit covers the batch),
-        then commit each envelope by renaming it into place, then sync the
-        folder once.
+        file, then sync them all (one journal commit covers the batch), then
+        sync the folder once, which makes the new names durable.
 
         @return: per message, C{None} or the error that kept it out.
         """
@@ -175,13 +178,6 @@ class Spool:
                     _syncAndClose(fd)
                 except OSError as e:
                     results[i] = e
-        for i, (envelope, _) in enumerate(items):
-            final = self.envelopePath(envelope.queueId)
-            try:
-                if results[i] is None:
-                    os.rename(final.with_suffix(".tmp"), final)
-            except OSError as e:
-                results[i] = e
         try:
             fsyncDirectory(self.path)
         except OSError as e:
@@ -191,8 +187,10 @@ class Spool:
     def _writeBoth(self, envelope: Envelope, data: bytes) -> tuple[int, int]:
         msgFd = _writeFile(Path(self.messagePath(envelope.queueId)), data)
         try:
-            tmp = self.envelopePath(envelope.queueId).with_suffix(".tmp")
-            return msgFd, _writeFile(tmp, json.dumps(envelope.toJSON(), indent=1).encode())
+            # Written in place: nobody trusts it before the batch's syncs,
+            # and a half-written one is set aside at start-up (see load).
+            path = self.envelopePath(envelope.queueId)
+            return msgFd, _writeFile(path, json.dumps(envelope.toJSON(), indent=1).encode())
         except BaseException:
             os.close(msgFd)
             raise
@@ -214,17 +212,32 @@ class Spool:
         """
         Delete message and envelope; see L{ISpool.remove}.
         """
-        return self._removes.submit(queueId)
+        return self._changes.submit(queueId)
 
-    def removeManySync(self, queueIds: list[str]) -> list[BaseException | None]:
+    def changeManySync(
+        self, changes: list[tuple[Envelope, bytes] | str]
+    ) -> list[BaseException | None]:
         """
-        The blocking body of L{remove}, for a batch.  No sync: should a
-        removal be lost in a crash, the message is delivered again, which
-        at-least-once allows.
+        The blocking body of L{store} and L{remove}, for a batch: removals
+        first (they need no sync: a removal lost in a crash means the
+        message is delivered again, which at-least-once allows), then the
+        stores, see L{storeManySync}.
         """
-        for queueId in queueIds:
-            self.removeSync(queueId)
-        return [None] * len(queueIds)
+        results: list[BaseException | None] = [None] * len(changes)
+        stores = []
+        for i, change in enumerate(changes):
+            if isinstance(change, str):
+                try:
+                    self.removeSync(change)
+                except OSError as e:
+                    results[i] = e
+            else:
+                stores.append((i, change))
+        if stores:
+            stored = self.storeManySync([change for _, change in stores])
+            for (i, _), result in zip(stores, stored, strict=True):
+                results[i] = result
+        return results
 
     def removeSync(self, queueId: str) -> None:
         """
