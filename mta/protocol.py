@@ -20,6 +20,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -27,10 +28,9 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ISSLTransport,
 )
-from twisted.internet import tcp
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 R = TypeVar("R")
