@@ -51,6 +51,9 @@ _log = Logger(namespace="mta")
 
 #: How often the directory files are checked for changes.
 DIRECTORY_RELOAD_INTERVAL = 1.0
+#: How long a batch of local deliveries may wait for company (see
+#: L{MaildirStore}); well inside "delivered within a second".
+DELIVERY_LINGER = 0.02
 #: How often C{mta queue flush|delete} requests are looked for.
 QUEUE_CONTROL_INTERVAL = 1.0
 #: How often the certificate files are checked for changes.
@@ -170,7 +173,7 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     runner = BlockingRunner(reactor, config.queue.io_threads)
     directory = FileDirectory(config.data_dir, config.domains)
     directory.reloadIfChanged()
-    store = MaildirStore(mailRootOf(config.data_dir), runner)
+    store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER)
     spool = Spool(config.data_dir / "queue", runner)
     router = Router(config.domains, LocalDelivery(directory, store))
     queue = QueueManager(

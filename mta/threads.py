@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -92,8 +92,18 @@ class BatchingRunner(Generic[_Item, _T]):
         process: Callable[[list[_Item]], list[_T | BaseException]],
         maxBatch: int = 64,
         concurrency: int = 2,
+        linger: float = 0.0,
+        clock: IReactorTime | None = None,
     ) -> None:
+        """
+        @param linger: how long a batch may wait for company before it
+            starts (where latency matters less than commits per second);
+            needs C{clock}.
+        """
         self._runner = runner
+        self._linger = linger
+        self._clock = clock
+        self._lingering: IDelayedCall | None = None
         self.process = process
         self._maxBatch = maxBatch
         self._concurrency = concurrency
@@ -114,6 +124,18 @@ class BatchingRunner(Generic[_Item, _T]):
     def _startBatch(self) -> None:
         if self._running >= self._concurrency or not self._pending:
             return
+        if self._linger and self._clock is not None and len(self._pending) < self._maxBatch:
+            if self._lingering is None:
+                self._lingering = self._clock.callLater(self._linger, self._lingered)
+            return
+        self._runBatch()
+
+    def _lingered(self) -> None:
+        self._lingering = None
+        if self._running < self._concurrency and self._pending:
+            self._runBatch()
+
+    def _runBatch(self) -> None:
         batch = self._pending[: self._maxBatch]
         del self._pending[: self._maxBatch]
         self._running += 1
@@ -124,6 +146,9 @@ class BatchingRunner(Generic[_Item, _T]):
         self, results: list[_T | BaseException] | Failure, batch: list[tuple[_Item, Deferred[_T]]]
     ) -> None:
         self._running -= 1
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
+        self._lingering = None
         for i, (_, d) in enumerate(batch):
             if isinstance(results, Failure):
                 d.errback(results)
