@@ -96,3 +96,4 @@ class HostileClientTests(TestCase):
         self.assertTrue(first.startswith(b"500 5.5.2"), first[:100])
         self.assertTrue(b"421" in tail or tail == b"(reset)", tail[-200:])
         yield deferToThread(self.freshClientWorks)
+        yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)

@@ -180,8 +180,11 @@ class QueueCommandTests(TestCase):
             'domains = ["example.com"]\n'
         )
         yield self.sendmailTo(server, ["far@remote.test"])
-        yield waitFor(lambda: any(e.recipients[0].attempts for e in server.queue.items.values()))
+        yield waitFor(lambda: len(server.queue.items) == 1)
         [queueId] = list(server.queue.items)
+        envelopeFile = server.config.data_dir / "queue" / f"{queueId}.env"
+        # The CLI reads the disk: wait for the first attempt's outcome there.
+        yield waitFor(lambda: "4.3.2" in envelopeFile.read_text())
         out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "list"])
         self.assertIn(queueId, out[1])
         self.assertIn("<far@remote.test>(pending: 451 4.3.2", out[1])
