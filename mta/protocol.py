@@ -50,17 +50,27 @@ def peerHost(address: IAddress | None) -> str:
     return str(host)
 
 
-def isLoopback(host: str) -> bool:
+def parseIP(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """
-    @return: whether C{host} is 127.0.0.0/8 or ::1 (or a v4-mapped loopback).
+    @return: C{host} as an IP address, a v4-mapped IPv6 address
+        (C{::ffff:1.2.3.4}, as dual-stack listeners report IPv4 peers) as
+        plain IPv4; C{None} when it is not an address.
     """
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+        return ip.ipv4_mapped
+    return ip
+
+
+def isLoopback(host: str) -> bool:
+    """
+    @return: whether C{host} is 127.0.0.0/8 or ::1 (or a v4-mapped loopback).
+    """
+    ip = parseIP(host)
+    return ip is not None and ip.is_loopback
 
 
 def _plainTCP(transport: object) -> tcp.Connection | None:

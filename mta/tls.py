@@ -17,13 +17,10 @@ change on disk, so a renewed certificate is used without a restart.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import ipaddress
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -43,6 +40,7 @@ from zope.interface import implementer
 
 from mta.config import Config
 from mta.errors import ConfigError
+from mta.fileutil import exclusiveLock
 
 #: TLS 1.2 suites we accept: ECDHE key exchange with an AEAD cipher, in
 #: server preference order (Mozilla's "intermediate" profile minus DHE,
@@ -103,7 +101,7 @@ def ensureSelfSigned(dataDir: Path, hostname: str) -> tuple[Path, Path]:
     tlsDir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Another process (a second server, the admin command) may be doing the
     # same: the lock keeps the key and certificate from two runs apart.
-    with _locked(tlsDir / ".lock"):
+    with exclusiveLock(tlsDir / ".lock"):
         if not _selfSignedUsable(certPath, keyPath):
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             certificate = _selfSignedCertificate(key, hostname)
@@ -117,16 +115,6 @@ def ensureSelfSigned(dataDir: Path, hostname: str) -> tuple[Path, Path]:
             _writeAtomically(certPath, certBytes, 0o644)
             _log.info("Created a self-signed TLS certificate in {path}", path=str(certPath))
     return certPath, keyPath
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _selfSignedUsable(certPath: Path, keyPath: Path) -> bool:

@@ -25,11 +25,10 @@ and never silently drops one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -43,6 +42,7 @@ from mta.directory.memory import (
     parsePlainAddress,
 )
 from mta.envelope import Address
+from mta.fileutil import exclusiveLock, fsyncDirectory
 
 _V = TypeVar("_V")
 
@@ -224,32 +224,7 @@ def _writeAtomically(path: Path, text: str, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsyncFolder(path.parent)
-
-
-def _fsyncFolder(folder: Path) -> None:
-    """
-    Make a rename in C{folder} durable.
-    """
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _exclusiveLock(path: Path) -> Iterator[None]:
-    """
-    Hold an exclusive C{flock} on C{path} (created if missing), so two
-    admin commands never interleave their read-modify-write.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    fsyncDirectory(path.parent)
 
 
 class FileDirectory(BaseDirectory):
@@ -350,7 +325,7 @@ class FileDirectory(BaseDirectory):
         @raise OSError: the files cannot be read or written.
         """
         self.dataDir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _exclusiveLock(self.dataDir / ".directory.lock"):
+        with exclusiveLock(self.dataDir / ".directory.lock"):
             users = _readFile(self.usersPath, _parseUserLine)
             aliases = _readFile(self.aliasesPath, _parseAliasLine)
             for problem in users.problems + aliases.problems:

@@ -9,10 +9,10 @@ trusted_networks}.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from mta.config import IPNetwork
+from mta.protocol import parseIP
 
 
 class RelayPolicy:
@@ -28,10 +28,5 @@ class RelayPolicy:
         @return: whether C{host} (an IP address string) is in a trusted
             network.  Anything unparsable is untrusted.
         """
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._networks)
+        ip = parseIP(host)
+        return ip is not None and any(ip in net for net in self._networks)

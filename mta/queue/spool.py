@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mta.envelope import Envelope
+from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
 from mta.threads import BatchingRunner
 
@@ -66,13 +67,6 @@ def newQueueId() -> str:
     return _encode(micros, 10) + _encode((n << 16) | secrets.randbits(16), 6)
 
 
-def _writeAll(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _writeFile(path: Path, data: bytes) -> int:
     """
     Create C{path} holding C{data}, not yet synced.
@@ -81,7 +75,7 @@ def _writeFile(path: Path, data: bytes) -> int:
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        _writeAll(fd, data)
+        writeAll(fd, data)
     except BaseException:
         os.close(fd)
         raise
@@ -98,17 +92,6 @@ def _syncAndClose(fd: int) -> None:
 
 def _writeSynced(path: Path, data: bytes) -> None:
     _syncAndClose(_writeFile(path, data))
-
-
-def fsyncDirectory(path: Path) -> None:
-    """
-    fsync a directory so that entries created or renamed in it are durable.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @implementer(ISpool)

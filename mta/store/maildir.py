@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, IMailbox, IMessageStore
 from mta.store.base import StoredMessage
 from mta.threads import BatchingRunner
@@ -124,17 +125,6 @@ def _mkdir(path: Path) -> bool:
     return True
 
 
-def _fsyncDirectory(path: Path) -> None:
-    """
-    Make the entries of directory C{path} durable.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _makeMaildir(path: Path, isFolder: bool) -> set[Path]:
     """
     Make one maildir (and its C{maildirfolder} marker for a folder).
@@ -190,7 +180,7 @@ def _createFolders(userDir: Path, extra: str | None = None) -> None:
     for folder in folders:
         changed |= _makeMaildir(folderDirectory(userDir, folder), isFolder=True)
     for directory in changed:
-        _fsyncDirectory(directory)
+        fsyncDirectory(directory)
 
 
 def createUserFolders(dataDir: Path, address: str) -> None:
@@ -226,15 +216,6 @@ def _hostPart() -> str:
     return host.replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
 
 
-def _writeAll(fd: int, data: bytes | memoryview) -> None:
-    """
-    Write all of C{data} to C{fd}, however short the kernel's writes.
-    """
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _copyInto(fd: int, prefix: bytes, messagePath: str) -> int:
     """
     Write C{prefix} then the file C{messagePath} to C{fd}, in 64 KiB chunks.
@@ -249,7 +230,7 @@ def _copyInto(fd: int, prefix: bytes, messagePath: str) -> int:
         pending = prefix + os.read(src, _CHUNK)
         total = 0
         while pending:
-            _writeAll(fd, pending)
+            writeAll(fd, pending)
             total += len(pending)
             pending = os.read(src, _CHUNK)
     finally:
@@ -407,7 +388,7 @@ class MaildirMailbox:
                     changed.add(os.path.dirname(path))
                 self._index.pop(uid, None)
         for directory in changed:
-            _fsyncDirectory(Path(directory))
+            fsyncDirectory(Path(directory))
 
 
 @implementer(IMessageStore)
@@ -546,7 +527,7 @@ class MaildirStore:
                 results[i] = e
         for newDir, indexes in newDirs.items():
             try:
-                _fsyncDirectory(Path(newDir))
+                fsyncDirectory(Path(newDir))
             except OSError as e:
                 for i in indexes:
                     results[i] = e
