@@ -162,15 +162,6 @@ class QueueConfig:
 
 
 @dataclass(frozen=True)
-class LogConfig:
-    """
-    C{[log]}: where the log goes; C{""} means twistd's own log.
-    """
-
-    file: str = ""
-
-
-@dataclass(frozen=True)
 class Config:
     """
     The whole, validated configuration.
@@ -185,7 +176,6 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
-    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<embedded default>"
 
 
@@ -424,9 +414,6 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
     )
     s.finish()
 
-    s = top.sub("log")
-    log = LogConfig(file=s.get("file", _string, ""))
-    s.finish()
     top.finish()
 
     return Config(
@@ -439,7 +426,6 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         dns=dns,
         limits=limits,
         queue=queue,
-        log=log,
         source=source,
     )
 

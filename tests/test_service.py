@@ -31,7 +31,6 @@ from mta.config import (
     DNSConfig,
     LimitsConfig,
     ListenConfig,
-    LogConfig,
     QueueConfig,
     RelayConfig,
     loadConfig,
@@ -446,7 +445,6 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertEqual(config.dns, DNSConfig())
         self.assertEqual(config.limits, LimitsConfig())
         self.assertEqual(config.queue, QueueConfig())
-        self.assertEqual(config.log, LogConfig())
 
     def test_everyKeyShown(self) -> None:
         """
