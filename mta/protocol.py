@@ -17,6 +17,7 @@ receive raw bytes, which is how SMTP reads DATA without a callback per line.
 from __future__ import annotations
 
 import ipaddress
+from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -95,7 +96,7 @@ def _plainTCP(transport: object) -> tcp.Connection | None:
     return conn if idle else None
 
 
-class LineCommandProtocol(Protocol, Generic[R]):
+class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
     """
     Base protocol: lines in, replies (of type C{R}) out.
 
@@ -135,11 +136,11 @@ class LineCommandProtocol(Protocol, Generic[R]):
 
     # -- hooks for subclasses -------------------------------------------------
 
+    @abstractmethod
     def renderReply(self, reply: R) -> bytes:
         """
         Turn a reply into bytes for the wire.
         """
-        raise NotImplementedError("subclasses render their own replies")
 
     def greeting(self) -> R | None:
         """
@@ -147,43 +148,43 @@ class LineCommandProtocol(Protocol, Generic[R]):
         """
         return None
 
+    @abstractmethod
     def unknownCommand(self, verb: bytes, args: bytes) -> R | Deferred[R | None] | None:
         """
         Called for a verb not in L{commands}.
         """
-        raise NotImplementedError("subclasses answer unknown commands")
 
+    @abstractmethod
     def lineTooLong(self) -> R | None:
         """
         Called once for an input line over L{maxLineLength}; the rest of
         that line is discarded.
         """
-        raise NotImplementedError("subclasses answer over-long lines")
 
+    @abstractmethod
     def tooManyCommands(self) -> R | None:
         """
         Called when L{maxCommands} is exceeded; the connection then closes.
         """
-        raise NotImplementedError("subclasses answer command floods")
 
+    @abstractmethod
     def tooManyErrors(self) -> R | None:
         """
         Called when L{maxErrors} is exceeded; the connection then closes.
         """
-        raise NotImplementedError("subclasses answer error floods")
 
+    @abstractmethod
     def timedOut(self) -> R | None:
         """
         Called when the client was idle for L{idleTimeout}; the connection
         then closes.
         """
-        raise NotImplementedError("subclasses answer idle clients")
 
+    @abstractmethod
     def internalError(self, failure: Failure) -> R | None:
         """
         Called when a handler raised; the failure is logged already.
         """
-        raise NotImplementedError("subclasses answer internal errors")
 
     # -- connection ---------------------------------------------------------------
 

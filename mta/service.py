@@ -14,6 +14,7 @@ protocol-appropriate line before the real protocol ever sees them.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -199,6 +200,39 @@ class Listener(Service):
 # -- connection limits ---------------------------------------------------------------
 
 
+class _AbortTimer:
+    """
+    Aborts a transport that has not closed C{timeout} seconds after it was
+    told to: a client that never reads, or never finishes the TLS
+    handshake its close alert waits for, would otherwise keep the
+    connection (and its slot) for ever.
+    """
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._call: IDelayedCall | None = None
+
+    def start(self, transport: Any) -> None:
+        """
+        Start counting, unless already counting.
+        """
+        if self._call is None:
+            self._call = self._clock.callLater(self._timeout, self._abort, transport)
+
+    def _abort(self, transport: Any) -> None:
+        self._call = None
+        transport.abortConnection()
+
+    def cancel(self) -> None:
+        """
+        The connection closed: stop counting.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
 class _LimitedConnection(ProtocolWrapper):
     """
     One admitted connection: counted while open, and aborted if it does not
@@ -210,25 +244,15 @@ class _LimitedConnection(ProtocolWrapper):
     def __init__(self, factory: ConnectionLimiter, wrappedProtocol: IProtocol, peer: str) -> None:
         super().__init__(factory, wrappedProtocol)
         self.peer = peer
-        self._abortCall: IDelayedCall | None = None
+        self._abortTimer = _AbortTimer(factory.clock, factory.closeTimeout)
 
     def loseConnection(self) -> None:
         super().loseConnection()
-        if self._abortCall is None:
-            # A client that never reads, or never finishes the TLS
-            # handshake its close alert waits for, would otherwise keep
-            # the connection (and its slot) for ever.
-            self._abortCall = self.factory.clock.callLater(self.factory.closeTimeout, self._abort)
-
-    def _abort(self) -> None:
-        self._abortCall = None
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            self._abortTimer.start(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
-        self._abortCall = None
+        self._abortTimer.cancel()
         super().connectionLost(reason)
 
 
@@ -241,23 +265,16 @@ class _Refusal(Protocol):
         self.line = line
         self.clock = clock
         self.timeout = timeout
-        self._abortCall: IDelayedCall | None = None
+        self._abortTimer = _AbortTimer(clock, timeout)
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(self.line)
         self.transport.loseConnection()
-        self._abortCall = self.clock.callLater(self.timeout, self._abort)
-
-    def _abort(self) -> None:
-        self._abortCall = None
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+        self._abortTimer.start(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
-        self._abortCall = None
+        self._abortTimer.cancel()
 
 
 class ConnectionLimiter(WrappingFactory["_LimitedConnection"]):

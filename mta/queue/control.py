@@ -64,14 +64,14 @@ class ControlRequests:
             names = sorted(n for n in os.listdir(self.path) if n.endswith(REQUEST_SUFFIX))
         except FileNotFoundError:
             return []
-        requests = []
+        found = []
         for name in names:
             try:
                 words = (self.path / name).read_text().split()
             except OSError:
                 continue
-            requests.append((name, words))
-        return requests
+            found.append((name, words))
+        return found
 
     def done(self, name: str) -> None:
         """
@@ -111,7 +111,7 @@ class ControlRequests:
         while time.monotonic() < deadline:
             if not (self.path / name).exists():
                 return True
-            time.sleep(0.05)
+            time.sleep(0.05)  # the admin command, never the server
         return False
 
 
