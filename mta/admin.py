@@ -210,12 +210,12 @@ def _queueShow(args: argparse.Namespace) -> int:
     """
     spool, _ = _spool(args)
     try:
-        envelope = spool.readEnvelope(args.id)
+        envelope, body = spool.readSync(args.id)
     except KeyError:
         raise ValueError(f"{args.id}: no such message in the queue") from None
     print(json.dumps(envelope.toJSON(), indent=2))
     print()
-    sys.stdout.write(readHeaders(spool.messagePath(args.id)).decode("utf-8", "replace"))
+    sys.stdout.write(readHeaders(body).decode("utf-8", "replace"))
     return 0
 
 

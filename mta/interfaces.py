@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from mta.envelope import Address, Envelope, Recipient
     from mta.errors import Reply
+    from mta.message import MessageBody
 
 _T = TypeVar("_T")
 
@@ -134,9 +135,9 @@ class IMessageStore(Interface):
         Idempotent.
         """
 
-    def deliver(user: str, messagePath: str, prefix: bytes, folder: str = "INBOX") -> Deferred[str]:
+    def deliver(user: str, body: MessageBody, prefix: bytes, folder: str = "INBOX") -> Deferred[str]:
         """
-        Store C{prefix} followed by the bytes of the file C{messagePath}.
+        Store C{prefix} followed by the bytes of C{body}.
 
         @return: a Deferred firing with the new message's uid once the
             message is durable (fsync'd).
@@ -190,9 +191,11 @@ class ISpool(Interface):
         Delete a message and its envelope.
         """
 
-    def messagePath(queueId: str) -> str:
+    def body(queueId: str) -> MessageBody:
         """
-        @return: the path of the raw message file.
+        @return: where the bytes of a message stored or loaded by this
+            spool are (answered from memory, never blocks).
+        @raise KeyError: no such message.
         """
 
     def load() -> Deferred[list[Envelope]]:
@@ -207,7 +210,7 @@ class IDeliveryTarget(Interface):
     and the router that chooses between them.
     """
 
-    def deliver(envelope: Envelope, messagePath: str) -> Deferred[dict[Recipient, Reply]]:
+    def deliver(envelope: Envelope, body: MessageBody) -> Deferred[dict[Recipient, Reply]]:
         """
         Try each pending recipient once.
 

@@ -22,6 +22,7 @@ from zope.interface import implementer
 from mta.envelope import Address, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget
+from mta.message import MessageBody
 
 S451_NO_RELAY = Reply(451, "4.3.2 Remote delivery is not available on this server yet")
 
@@ -58,14 +59,14 @@ class Router:
         self._domains = frozenset(localDomains)
         self._targets = {Route.LOCAL: local, Route.RELAY: relay}
 
-    def deliver(self, envelope: Envelope, messagePath: str) -> Deferred[dict[Recipient, Reply]]:
+    def deliver(self, envelope: Envelope, body: MessageBody) -> Deferred[dict[Recipient, Reply]]:
         """
         Deliver each pending recipient through its route's target.
         """
         groups: dict[Route, list[Recipient]] = {}
         for r in envelope.pending:
             groups.setdefault(route(r.address, self._domains), []).append(r)
-        ds = [self._deliverGroup(kind, rs, envelope, messagePath) for kind, rs in groups.items()]
+        ds = [self._deliverGroup(kind, rs, envelope, body) for kind, rs in groups.items()]
         if len(ds) == 1:
             return ds[0]
         merged: Deferred[dict[Recipient, Reply]] = DeferredList(ds, consumeErrors=True).addCallback(
@@ -78,7 +79,7 @@ class Router:
         kind: Route,
         recipients: list[Recipient],
         envelope: Envelope,
-        messagePath: str,
+        body: MessageBody,
     ) -> Deferred[dict[Recipient, Reply]]:
         target = self._targets[kind]
         if target is None:
@@ -89,7 +90,7 @@ class Router:
             envelope,
             recipients=tuple(r for r in envelope.recipients if r.state != "pending" or r in mine),
         )
-        return target.deliver(part, messagePath)
+        return target.deliver(part, body)
 
 
 def _merge(results: list[tuple[bool, dict[Recipient, Reply]]]) -> dict[Recipient, Reply]:

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from mta.interfaces import IMailbox, IMessageStore
+from mta.message import MessageBody
 from mta.store.base import StoredMessage
 from mta.store.maildir import (
     MaildirMailbox,
@@ -44,13 +45,16 @@ UNSAFE = [
 ]
 
 
-def _writeFile(directory: Path, data: bytes) -> str:
+def _writeFile(directory: Path, data: bytes) -> MessageBody:
     """
-    Write C{data} to a fresh file under C{directory}; return its path.
+    Write C{data} to a fresh file under C{directory}, after a few bytes
+    that are not part of it (as in a queue file).
+
+    @return: the body naming it.
     """
     path = directory / f"msg-{len(os.listdir(directory))}"
-    path.write_bytes(data)
-    return str(path)
+    path.write_bytes(b"head\n" + data)
+    return MessageBody(str(path), 5, len(data))
 
 
 class _StoreMixin:
@@ -237,7 +241,7 @@ class MaildirStoreTests(SynchronousTestCase, _StoreMixin):
         """
         A missing message file fails the delivery and leaves C{tmp/} empty.
         """
-        d = self.store.deliver("alice@example.com", str(self.spool / "nope"), b"")
+        d = self.store.deliver("alice@example.com", MessageBody(str(self.spool / "nope"), 0, 1), b"")
         self.failureResultOf(d, FileNotFoundError)
         self.assertEqual(os.listdir(self.inbox() / "tmp"), [])
         self.assertEqual(os.listdir(self.inbox() / "new"), [])

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from mta.interfaces import IMailbox, IMessageStore
+from mta.message import MessageBody
 from mta.store.memory import MemoryStore
 
 BODY = b"Subject: hi\r\n\r\n.dot\r\n\xe9\x00\r\n"
@@ -36,7 +37,7 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / f"m{self.clock.seconds()}"
         path.write_bytes(body)
-        uid = self.successResultOf(self.store.deliver(user, str(path), prefix))
+        uid = self.successResultOf(self.store.deliver(user, MessageBody.fromFile(str(path)), prefix))
         self.clock.advance(1)
         return uid
 
@@ -78,7 +79,7 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / "m"
         path.write_bytes(BODY)
-        self.failureResultOf(self.store.deliver("../x@y", str(path), b""), ValueError)
+        self.failureResultOf(self.store.deliver("../x@y", MessageBody.fromFile(str(path)), b""), ValueError)
         self.failureResultOf(self.store.openMailbox("a@b", "../x"), ValueError)
         self.failureResultOf(self.store.createUser("alice"), ValueError)
 
@@ -86,7 +87,7 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         Delivering a file that does not exist fails with L{OSError}.
         """
-        d = self.store.deliver("a@b", str(self.spool / "nope"), b"")
+        d = self.store.deliver("a@b", MessageBody(str(self.spool / "nope"), 0, 1), b"")
         self.failureResultOf(d, OSError)
 
     def test_listReadDelete(self) -> None:
@@ -130,7 +131,7 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / "m"
         path.write_bytes(BODY)
-        self.successResultOf(self.store.deliver("a@b", str(path), b"", "Sent"))
+        self.successResultOf(self.store.deliver("a@b", MessageBody.fromFile(str(path)), b"", "Sent"))
         self.assertEqual(self.store.messages("a@b", "Sent"), [BODY])
         self.assertEqual(self.store.messages("a@b", "inbox"), [])
         self.assertEqual(self.store.messages("nobody@b"), [])
@@ -142,7 +143,7 @@ class MemoryStoreTests(SynchronousTestCase):
         store = MemoryStore()
         path = self.spool / "m"
         path.write_bytes(BODY)
-        self.successResultOf(store.deliver("a@b", str(path), b""))
+        self.successResultOf(store.deliver("a@b", MessageBody.fromFile(str(path)), b""))
         mailbox = self.successResultOf(store.openMailbox("a@b"))
         listing = self.successResultOf(mailbox.listMessages())
         self.assertGreater(listing[0].internalDate, 1_600_000_000)

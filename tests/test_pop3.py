@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottle
 from mta.config import LimitsConfig
 from mta.directory.memory import MemoryDirectory
+from mta.message import MessageBody
 from mta.pop3.server import (
     POP3Factory,
     POP3Reply,
@@ -115,7 +116,7 @@ class POP3TestMixin:
 
     def deliver(self, data: bytes, user: str = "alice@example.com") -> str:
         result: list[str] = []
-        self.store.deliver(user, self.empty, data).addCallback(result.append)
+        self.store.deliver(user, MessageBody(self.empty, 0, 0), data).addCallback(result.append)
         return result[0]
 
     def connect(

@@ -5,6 +5,7 @@ Tests for L{mta.queue.spool}: durable storage of queued messages.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -41,43 +42,92 @@ class SpoolTests(SynchronousTestCase):
         self.assertTrue(verifyObject(ISpool, self.spool))
 
     def test_storeAndLoad(self) -> None:
-        """A stored message loads back with the same envelope and bytes."""
+        """
+        A stored message loads back with the same envelope, and its body
+        names exactly its bytes in the queue file.
+        """
         envelope = makeEnvelope()
         self.successResultOf(self.spool.store(envelope, b"hello\r\n"))
-        [loaded] = self.successResultOf(self.spool.load())
+        self.assertEqual(self.spool.body("Q1").readSync(), b"hello\r\n")
+        reopened = Spool(self.path, SynchronousRunner())
+        [loaded] = self.successResultOf(reopened.load())
         self.assertEqual(loaded, envelope)
-        self.assertEqual(Path(self.spool.messagePath("Q1")).read_bytes(), b"hello\r\n")
+        body = reopened.body("Q1")
+        self.assertEqual((body.size, body.readSync()), (7, b"hello\r\n"))
+        self.assertEqual(body.path, str(self.path / "Q1.msg"))
 
-    def test_envelopeIsReadableJSON(self) -> None:
-        """The envelope on disk is JSON a human can read."""
-        self.successResultOf(self.spool.store(makeEnvelope(), b"x"))
-        data = json.loads((self.path / "Q1.env").read_text())
+    def test_oneFilePerMessage(self) -> None:
+        """
+        A queued message is one file: a header line, the envelope as JSON a
+        human can read, then the message.
+        """
+        self.successResultOf(self.spool.store(makeEnvelope(), b"Subject: x\r\n\r\nbody\r\n"))
+        self.assertEqual([p.name for p in self.path.iterdir()], ["Q1.msg"])
+        raw = (self.path / "Q1.msg").read_bytes()
+        header, _, rest = raw.partition(b"\n")
+        words = header.split()
+        self.assertEqual(words[:2], [b"mta-queue", b"1"])
+        envelopeSize = int(words[2].removeprefix(b"envelope="))
+        data = json.loads(rest[:envelopeSize])
         self.assertEqual(data["recipients"][0]["original"], "alice+x@example.com")
+        self.assertEqual(rest[envelopeSize:], b"\nSubject: x\r\n\r\nbody\r\n")
 
-    def test_messageWithoutEnvelopeIsSwept(self) -> None:
-        """A message file whose envelope was never committed is deleted at load."""
-        (self.path / "Q9.msg").write_bytes(b"half")
+    def test_cutShortIsSwept(self) -> None:
+        """
+        A queue file shorter than its header says (the system stopped before
+        its sync, so it was never acknowledged) is deleted at load, as are
+        temporary files and an updated envelope whose message is gone.
+        """
+        self.spool.storeSync(makeEnvelope("Q9"), b"0123456789")
+        raw = (self.path / "Q9.msg").read_bytes()
+        (self.path / "Q9.msg").write_bytes(raw[:-3])
         (self.path / "Q8.tmp").write_bytes(b"{")
+        (self.path / "Q6.env").write_bytes(b"{}")
         self.assertEqual(self.successResultOf(self.spool.load()), [])
         self.assertEqual(sorted(p.name for p in self.path.iterdir()), [])
 
-    def test_unreadableEnvelopeKeptAside(self) -> None:
-        """A corrupt envelope is renamed .bad, not delivered and not deleted."""
-        (self.path / "Q7.msg").write_bytes(b"x")
-        (self.path / "Q7.env").write_bytes(b"not json")
+    def test_unreadableKeptAside(self) -> None:
+        """
+        A queue file with a bad header or envelope is renamed .bad: not
+        delivered and not deleted.
+        """
+        (self.path / "Q7.msg").write_bytes(b"garbage\nx")
+        self.spool.storeSync(makeEnvelope("Q5"), b"x")
+        raw = (self.path / "Q5.msg").read_bytes()
+        (self.path / "Q5.msg").write_bytes(raw.replace(b'"id"', b'"XX"'))
         self.assertEqual(self.successResultOf(self.spool.load()), [])
-        self.assertTrue((self.path / "Q7.bad").exists())
+        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q5.bad", "Q7.bad"])
         self.flushLoggedErrors()
 
     def test_updateAndRemove(self) -> None:
-        """update replaces the envelope; remove deletes both files."""
+        """
+        update writes the new envelope beside the message, and it wins at
+        load; remove deletes both files.
+        """
         envelope = makeEnvelope()
         self.successResultOf(self.spool.store(envelope, b"x"))
-        changed = envelope.__class__(**{**envelope.__dict__, "nextAttempt": 99.0})
+        changed = replace(envelope, nextAttempt=99.0)
         self.successResultOf(self.spool.update(changed))
+        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q1.env", "Q1.msg"])
+        self.assertEqual(self.spool.readEnvelope("Q1").nextAttempt, 99.0)
         self.assertEqual(self.successResultOf(self.spool.load())[0].nextAttempt, 99.0)
+        self.assertEqual(self.spool.body("Q1").readSync(), b"x")
         self.successResultOf(self.spool.remove("Q1"))
         self.assertEqual(list(self.path.iterdir()), [])
+        self.assertRaises(KeyError, self.spool.body, "Q1")
+        self.assertRaises(KeyError, self.spool.readEnvelope, "Q1")
+
+    def test_envelopesSync(self) -> None:
+        """
+        envelopesSync reads every message's current envelope, changing nothing.
+        """
+        self.spool.storeSync(makeEnvelope("Q1"), b"x")
+        self.spool.storeSync(makeEnvelope("Q2"), b"y")
+        self.successResultOf(self.spool.update(replace(makeEnvelope("Q2"), nextAttempt=5.0)))
+        (self.path / "Q3.msg").write_bytes(b"partial")
+        envelopes = self.spool.envelopesSync()
+        self.assertEqual([(e.queueId, e.nextAttempt) for e in envelopes], [("Q1", 0.0), ("Q2", 5.0)])
+        self.assertTrue((self.path / "Q3.msg").exists())
 
     def test_queueIdsUniqueAndSortable(self) -> None:
         """Queue ids are unique and sort in creation order."""

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from mta.envelope import NULL_ADDRESS, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IBlockingRunner, IMessageSink
+from mta.message import MessageBody
 
 _log = Logger(namespace="mta.queue")
 
@@ -28,14 +29,13 @@ _log = Logger(namespace="mta.queue")
 MAX_QUOTED_HEADERS = 64 * 1024
 
 
-def readHeaders(path: str, limit: int = MAX_QUOTED_HEADERS) -> bytes:
+def readHeaders(body: MessageBody, limit: int = MAX_QUOTED_HEADERS) -> bytes:
     """
     Read the header section of a stored message (blocking).
 
     @return: the headers, up to and excluding the blank line.
     """
-    with open(path, "rb") as f:
-        head = f.read(limit)
+    head = body.readSync(limit)
     end = head.find(b"\r\n\r\n")
     return head[: end + 2] if end >= 0 else head
 
@@ -125,14 +125,14 @@ class Bouncer:
         self,
         envelope: Envelope,
         failed: Sequence[tuple[Recipient, Reply]],
-        messagePath: str,
+        body: MessageBody,
     ) -> Deferred[object]:
         """
         Enqueue a DSN for C{failed} to C{envelope}'s sender.
 
         @return: a Deferred firing once the DSN is safely queued.
         """
-        d = self._runner.run(readHeaders, messagePath)
+        d = self._runner.run(readHeaders, body)
         queued: Deferred[object] = d.addCallback(self._enqueue, envelope, failed)
         return queued
 

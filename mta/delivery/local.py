@@ -19,6 +19,7 @@ from zope.interface import implementer
 from mta.envelope import Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageStore, IUserDirectory
+from mta.message import MessageBody
 
 _log = Logger(namespace="mta.delivery")
 
@@ -45,18 +46,18 @@ class LocalDelivery:
         self._directory = directory
         self._store = store
 
-    def deliver(self, envelope: Envelope, messagePath: str) -> Deferred[dict[Recipient, Reply]]:
+    def deliver(self, envelope: Envelope, body: MessageBody) -> Deferred[dict[Recipient, Reply]]:
         """
         Store one copy per pending recipient; see L{IDeliveryTarget.deliver}.
         """
         pending = envelope.pending
-        ds = [self._deliverOne(envelope, r, messagePath) for r in pending]
+        ds = [self._deliverOne(envelope, r, body) for r in pending]
         d = DeferredList(ds, consumeErrors=True)
         return d.addCallback(
             lambda results: {r: reply for r, (_, reply) in zip(pending, results, strict=True)}
         )
 
-    def _deliverOne(self, envelope: Envelope, r: Recipient, messagePath: str) -> Deferred[Reply]:
+    def _deliverOne(self, envelope: Envelope, r: Recipient, body: MessageBody) -> Deferred[Reply]:
         user = r.address.canonical()
         # A user deleted since RCPT no longer resolves to itself; an
         # unaliased postmaster@ does, and gets a mailbox of its own.
@@ -65,7 +66,7 @@ class LocalDelivery:
             d: Deferred[Reply] = Deferred()
             d.callback(S550_NO_USER)
             return d
-        stored = self._store.deliver(user, messagePath, deliveryPrefix(envelope, r))
+        stored = self._store.deliver(user, body, deliveryPrefix(envelope, r))
         return stored.addCallbacks(
             lambda _: S250_DELIVERED, self._storeFailed, errbackArgs=(envelope, r)
         )

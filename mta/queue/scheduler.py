@@ -10,6 +10,10 @@ fails for good or outlives C{max_lifetime}; failed recipients bounce to
 the sender (never to C{<>}).  On start-up it loads the spool and resumes.
 Time comes from an injected clock, so all of this runs under
 L{twisted.internet.task.Clock} in tests.
+
+The first attempt gets the message's bytes from memory, as received, so a
+message delivered at once is never read back from the spool; a budget
+(L{FRESH_BYTES}) bounds what waits in memory when deliveries fall behind.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from zope.interface import implementer
 from mta.envelope import Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
+from mta.message import MessageBody
 from mta.queue.spool import newQueueId
 
 _log = Logger(namespace="mta.queue")
@@ -34,8 +39,12 @@ _log = Logger(namespace="mta.queue")
 S451_INTERNAL = Reply(451, "4.3.0 Internal error during delivery")
 S554_EXPIRED = Reply(554, "4.4.7 Message expired: delivery was not possible in time")
 
+#: At most this many bytes of received messages wait in memory for their
+#: first attempt; beyond it, that attempt reads the spool like any retry.
+FRESH_BYTES = 64 * 1024 * 1024
+
 #: Makes and enqueues a bounce for the failed recipients of an envelope.
-Bouncer = Callable[[Envelope, Sequence[tuple[Recipient, Reply]], str], Deferred[object]]
+Bouncer = Callable[[Envelope, Sequence[tuple[Recipient, Reply]], MessageBody], Deferred[object]]
 
 
 @implementer(IMessageSink)
@@ -63,6 +72,8 @@ class QueueManager(Service):
         self._slots = DeferredSemaphore(concurrency)
         self._calls: dict[str, IDelayedCall] = {}
         self._busy: set[str] = set()
+        self._fresh: dict[str, bytes] = {}
+        self._freshBytes = 0
         self.items: dict[str, Envelope] = {}
         self.bouncer: Bouncer | None = None
 
@@ -81,6 +92,9 @@ class QueueManager(Service):
         d = self._spool.store(envelope, data)
 
         def stored(_: None) -> str:
+            if self._freshBytes + len(data) <= FRESH_BYTES:
+                self._fresh[envelope.queueId] = data
+                self._freshBytes += len(data)
             self._track(envelope, 0)
             return envelope.queueId
 
@@ -142,7 +156,14 @@ class QueueManager(Service):
         call = self._calls.pop(queueId, None)
         if call is not None and call.active():
             call.cancel()
+        self._takeFresh(queueId)
         return self.items.pop(queueId, None) is not None
+
+    def _takeFresh(self, queueId: str) -> bytes | None:
+        data = self._fresh.pop(queueId, None)
+        if data is not None:
+            self._freshBytes -= len(data)
+        return data
 
     def delete(self, queueId: str) -> Deferred[bool]:
         """
@@ -169,9 +190,13 @@ class QueueManager(Service):
 
     def _deliverOnce(self, queueId: str) -> Deferred[None]:
         envelope = self.items[queueId]
-        d = self._target.deliver(envelope, self._spool.messagePath(queueId))
+        body = self._spool.body(queueId)
+        data = self._takeFresh(queueId)
+        if data is not None:
+            body = replace(body, data=data)
+        d = self._target.deliver(envelope, body)
         d.addErrback(self._allTemporary, envelope)
-        return d.addCallback(self._recordOutcomes, envelope)
+        return d.addCallback(self._recordOutcomes, envelope, body)
 
     def _allTemporary(self, failure: Failure, envelope: Envelope) -> dict[Recipient, Reply]:
         _log.failure("queue: id={id} delivery raised", failure, id=envelope.queueId)
@@ -180,7 +205,7 @@ class QueueManager(Service):
     # -- outcomes ---------------------------------------------------------------------
 
     def _recordOutcomes(
-        self, results: dict[Recipient, Reply], envelope: Envelope
+        self, results: dict[Recipient, Reply], envelope: Envelope, body: MessageBody
     ) -> Deferred[None]:
         now = self._clock.seconds()
         expired = now - envelope.arrival >= self._maxLifetime
@@ -198,7 +223,8 @@ class QueueManager(Service):
                 failed.append((updated, reply))
             recipients.append(updated)
         envelope = replace(envelope, recipients=tuple(recipients))
-        return self._bounce(envelope, failed).addCallback(lambda _: self._settle(envelope))
+        bounced = self._bounce(envelope, body, failed)
+        return bounced.addCallback(lambda _: self._settle(envelope))
 
     def _applyReply(self, envelope: Envelope, r: Recipient, reply: Reply, now: float) -> Recipient:
         if reply.code < 300:
@@ -221,14 +247,14 @@ class QueueManager(Service):
         return r.withOutcome(state, "" if state == "delivered" else str(reply))
 
     def _bounce(
-        self, envelope: Envelope, failed: list[tuple[Recipient, Reply]]
+        self, envelope: Envelope, body: MessageBody, failed: list[tuple[Recipient, Reply]]
     ) -> Deferred[object]:
         if not failed or self.bouncer is None:
             return succeed(None)
         if envelope.sender.isNull:
             _log.info("queue: id={id} failed recipients, no bounce to <>", id=envelope.queueId)
             return succeed(None)
-        return self.bouncer(envelope, failed, self._spool.messagePath(envelope.queueId))
+        return self.bouncer(envelope, failed, body)
 
     def _settle(self, envelope: Envelope) -> Deferred[None]:
         queueId = envelope.queueId

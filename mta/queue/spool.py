@@ -2,20 +2,29 @@
 """
 The durable queue on disk: step "accept" of the lifecycle.
 
-Each queued message is two files in C{data_dir/queue}::
+Each queued message is one file in C{data_dir/queue}, C{<id>.msg}::
 
-    <id>.msg   the raw message (Received header included), CRLF line ends
-    <id>.env   its envelope as JSON (readable with any pager)
+    mta-queue 1 envelope=<n> message=<m>     one header line
+    { ... }                                  the envelope: n bytes of JSON
+                                             a newline
+    Received: ...                            the message: m bytes, CRLF
 
-L{Spool.store} writes message and envelope, fdatasyncs both and fsyncs
-the folder; only then does its Deferred fire and the server say 250, so a
-crash at any moment loses nothing that was accepted.  Concurrent stores are
-batched (L{BatchingRunner}): all files of a batch are written before any is
-synced, so one journal commit covers them all.  At start-up a C{.msg}
-without its C{.env} was never acknowledged and is deleted; an envelope that
-does not parse (a crash mid-write, so also never acknowledged) is set aside
-as C{.bad}, never delivered and never silently deleted.  Later envelope
-changes are atomic: temporary file, fsync, rename.
+so C{head} or a pager shows who it is from and for.  L{Spool.store} writes
+the file, fdatasyncs it and fsyncs the folder; only then does its Deferred
+fire and the server say 250, so a crash at any moment loses nothing that
+was accepted.  Concurrent stores are batched (L{BatchingRunner}): all files
+of a batch are written before any is synced.  One file per message means
+one create, one sync and one unlink per message, which is what the disk
+work of accepting mail costs.
+
+The envelope changes after a failed attempt (recipient states, next
+attempt); the new one is written atomically (temporary file, fsync,
+rename) beside the message as C{<id>.env}, and wins over the one inside.
+
+At start-up a C{.msg} shorter than its header says was never acknowledged
+(the crash came before its sync) and is deleted, as are C{.tmp} files and a
+C{.env} whose message is gone; a file whose header or envelope does not
+parse is set aside as C{.bad}: never delivered, never silently deleted.
 
 All file work runs on an L{IBlockingRunner}; nothing here blocks the reactor.
 Implements L{ISpool}.
@@ -39,6 +48,7 @@ from zope.interface import implementer
 from mta.envelope import Envelope
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
+from mta.message import MessageBody
 from mta.threads import BatchingRunner
 
 _log = Logger(namespace="mta.queue")
@@ -67,15 +77,19 @@ def newQueueId() -> str:
     return _encode(micros, 10) + _encode((n << 16) | secrets.randbits(16), 6)
 
 
-def _writeFile(path: Path, data: bytes) -> int:
+def _writeFile(path: Path, *parts: bytes) -> int:
     """
-    Create C{path} holding C{data}, not yet synced.
+    Create C{path} holding C{parts} one after the other, not yet synced.
 
     @return: the open descriptor, for L{_syncAndClose}.
     """
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        writeAll(fd, data)
+        if sum(map(len, parts)) <= _JOIN_BELOW:
+            # One write for a small message is cheaper than one per part.
+            parts = (b"".join(parts),)
+        for part in parts:
+            writeAll(fd, part)
     except BaseException:
         os.close(fd)
         raise
@@ -94,6 +108,74 @@ def _writeSynced(path: Path, data: bytes) -> None:
     _syncAndClose(_writeFile(path, data))
 
 
+#: Parts shorter than this together are joined before being written.
+_JOIN_BELOW = 256 * 1024
+
+#: The first line of a queue file; the format's version is the number.
+_MAGIC = b"mta-queue 1 "
+#: A header line is never longer than this.
+_MAX_HEADER = 128
+
+
+def _encodeEnvelope(envelope: Envelope) -> bytes:
+    return json.dumps(envelope.toJSON(), indent=1).encode()
+
+
+def queueFileHead(envelope: Envelope, size: int) -> bytes:
+    """
+    @param size: the length of the message that will follow.
+    @return: what a queue file holds before the message: header line,
+        envelope, newline.
+    """
+    encoded = _encodeEnvelope(envelope)
+    line = _MAGIC + b"envelope=%d message=%d\n" % (len(encoded), size)
+    return line + encoded + b"\n"
+
+
+class QueueFileError(ValueError):
+    """
+    A queue file that cannot be read.
+
+    @ivar complete: whether the file is as long as its header says: if
+        not, it was being written when the system stopped.
+    """
+
+    def __init__(self, message: str, complete: bool = True) -> None:
+        super().__init__(message)
+        self.complete = complete
+
+
+def readQueueFile(path: Path) -> tuple[Envelope, MessageBody]:
+    """
+    Read a queue file's envelope and locate its message (blocking).
+
+    @raise QueueFileError: unreadable header or envelope, or a file cut short.
+    @raise FileNotFoundError: no such file.
+    """
+    with open(path, "rb") as f:
+        line = f.readline(_MAX_HEADER)
+        words = line.split()
+        try:
+            if not line.startswith(_MAGIC) or len(words) != 4:
+                raise ValueError("not a queue file")
+            envelopeSize = int(words[2].removeprefix(b"envelope="))
+            messageSize = int(words[3].removeprefix(b"message="))
+        except ValueError:
+            raise QueueFileError(f"{path.name}: bad header line {line[:60]!r}") from None
+        offset = len(line) + envelopeSize + 1
+        fileSize = os.fstat(f.fileno()).st_size
+        if fileSize != offset + messageSize:
+            raise QueueFileError(
+                f"{path.name}: {fileSize} bytes, the header says {offset + messageSize}",
+                complete=fileSize > offset + messageSize,
+            )
+        try:
+            envelope = Envelope.fromJSON(json.loads(f.read(envelopeSize)))
+        except (ValueError, KeyError, TypeError) as e:
+            raise QueueFileError(f"{path.name}: bad envelope: {e}") from None
+    return envelope, MessageBody(str(path), offset, messageSize)
+
+
 @implementer(ISpool)
 class Spool:
     """
@@ -106,82 +188,93 @@ class Spool:
         self.path = path
         self._runner = runner
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Where each known message's bytes start and how many there are.
+        self._bodies: dict[str, tuple[int, int]] = {}
         # Every change to the queue folder goes through this one serial
         # batcher: when a batch's data sync has committed the journal,
         # nothing else has touched the folder since, so the folder's own
         # fsync that follows costs no second commit.
-        self._changes: BatchingRunner[tuple[Envelope, bytes] | str, None] = BatchingRunner(
-            runner, self.changeManySync, maxBatch=256, concurrency=1
+        self._changes: BatchingRunner[tuple[Envelope, bytes, bytes] | str, None] = (
+            BatchingRunner(runner, self.changeManySync, maxBatch=256, concurrency=1)
         )
 
-    def messagePath(self, queueId: str) -> str:
+    def messagePath(self, queueId: str) -> Path:
         """
-        @return: the path of the raw message of C{queueId}.
+        @return: the path of the queue file of C{queueId}.
         """
-        return str(self.path / f"{queueId}.msg")
+        return self.path / f"{queueId}.msg"
 
     def envelopePath(self, queueId: str) -> Path:
         """
-        @return: the path of the JSON envelope of C{queueId}.
+        @return: the path of the updated envelope of C{queueId}, if any.
         """
         return self.path / f"{queueId}.env"
+
+    def body(self, queueId: str) -> MessageBody:
+        """
+        Locate a stored message; see L{ISpool.body}.
+
+        @raise KeyError: not stored or loaded by this spool.
+        """
+        offset, size = self._bodies[queueId]
+        return MessageBody(str(self.messagePath(queueId)), offset, size)
 
     def store(self, envelope: Envelope, data: bytes) -> Deferred[None]:
         """
         Write message and envelope durably; see L{ISpool.store}.
         """
-        return self._changes.submit((envelope, data))
+        head = queueFileHead(envelope, len(data))
+        d = self._changes.submit((envelope, head, data))
+        queueId = envelope.queueId
+
+        def stored(_: None) -> None:
+            self._bodies[queueId] = (len(head), len(data))
+
+        return d.addCallback(stored)
 
     def storeSync(self, envelope: Envelope, data: bytes) -> None:
         """
         Store one message (blocking).
         """
-        [result] = self.storeManySync([(envelope, data)])
+        [result] = self.storeManySync([(envelope, queueFileHead(envelope, len(data)), data)])
         if result is not None:
             raise result
 
-    def storeManySync(self, items: list[tuple[Envelope, bytes]]) -> list[BaseException | None]:
+    def storeManySync(
+        self, items: list[tuple[Envelope, bytes, bytes]]
+    ) -> list[BaseException | None]:
         """
         The blocking body of L{store}, for a batch of messages: write every
-        file, then sync them all (one journal commit covers the batch), then
-        sync the folder once, which makes the new names durable.
+        file, then sync them all, then sync the folder once, which makes
+        the new names durable.
 
+        @param items: C{(envelope, queueFileHead, message)} per message.
         @return: per message, C{None} or the error that kept it out.
         """
         results: list[BaseException | None] = [None] * len(items)
-        written: list[tuple[int, int, int]] = []
-        for i, (envelope, data) in enumerate(items):
+        written: list[tuple[int, int]] = []
+        for i, (envelope, head, data) in enumerate(items):
             try:
-                written.append((i, *self._writeBoth(envelope, data)))
+                # Written in place: nobody trusts it before the batch's
+                # syncs, and one cut short is swept at start-up (see load).
+                written.append((i, _writeFile(self.messagePath(envelope.queueId), head, data)))
             except OSError as e:
                 results[i] = e
-        for i, msgFd, envFd in written:
-            for fd in (msgFd, envFd):
-                try:
-                    _syncAndClose(fd)
-                except OSError as e:
-                    results[i] = e
+        for i, fd in written:
+            try:
+                _syncAndClose(fd)
+            except OSError as e:
+                results[i] = e
         try:
             fsyncDirectory(self.path)
         except OSError as e:
             return [e] * len(items)
         return results
 
-    def _writeBoth(self, envelope: Envelope, data: bytes) -> tuple[int, int]:
-        msgFd = _writeFile(Path(self.messagePath(envelope.queueId)), data)
-        try:
-            # Written in place: nobody trusts it before the batch's syncs,
-            # and a half-written one is set aside at start-up (see load).
-            path = self.envelopePath(envelope.queueId)
-            return msgFd, _writeFile(path, json.dumps(envelope.toJSON(), indent=1).encode())
-        except BaseException:
-            os.close(msgFd)
-            raise
-
     def _commitEnvelope(self, envelope: Envelope) -> None:
         final = self.envelopePath(envelope.queueId)
         tmp = final.with_suffix(".tmp")
-        _writeSynced(tmp, json.dumps(envelope.toJSON(), indent=1).encode())
+        _writeSynced(tmp, _encodeEnvelope(envelope))
         os.rename(tmp, final)
         fsyncDirectory(self.path)
 
@@ -195,10 +288,11 @@ class Spool:
         """
         Delete message and envelope; see L{ISpool.remove}.
         """
+        self._bodies.pop(queueId, None)
         return self._changes.submit(queueId)
 
     def changeManySync(
-        self, changes: list[tuple[Envelope, bytes] | str]
+        self, changes: list[tuple[Envelope, bytes, bytes] | str]
     ) -> list[BaseException | None]:
         """
         The blocking body of L{store} and L{remove}, for a batch: removals
@@ -224,16 +318,16 @@ class Spool:
 
     def removeSync(self, queueId: str) -> None:
         """
-        Remove one message (blocking).  The envelope goes first: should we
-        crash in between, the orphaned message file is swept at start-up.
+        Remove one message (blocking).  The message goes first: should we
+        crash in between, the envelope left alone is swept at start-up.
         """
-        for path in (self.envelopePath(queueId), Path(self.messagePath(queueId))):
+        for path in (self.messagePath(queueId), self.envelopePath(queueId)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
     def load(self) -> Deferred[list[Envelope]]:
         """
-        Read every committed envelope; see L{ISpool.load}.
+        Read every committed message's envelope; see L{ISpool.load}.
         """
         return self._runner.run(self.loadSync)
 
@@ -246,16 +340,38 @@ class Spool:
         envelopes = []
         for name in sorted(names):
             stem, _, suffix = name.rpartition(".")
-            if suffix == "tmp" or (suffix == "msg" and f"{stem}.env" not in names):
-                # Never acknowledged: the envelope is the commit point.
+            if suffix == "tmp" or (suffix == "env" and f"{stem}.msg" not in names):
+                # A half-made update, or what a removal left.
                 os.unlink(self.path / name)
-                continue
-            if suffix != "env":
-                continue
-            envelope = self._loadEnvelope(stem, names)
-            if envelope is not None:
-                envelopes.append(envelope)
+            elif suffix == "msg":
+                envelope = self._loadOne(stem, f"{stem}.env" in names)
+                if envelope is not None:
+                    envelopes.append(envelope)
         return envelopes
+
+    def _loadOne(self, queueId: str, updated: bool) -> Envelope | None:
+        path = self.messagePath(queueId)
+        try:
+            envelope, body = readQueueFile(path)
+            if updated:
+                envelope = self._readUpdate(queueId)
+        except QueueFileError as e:
+            if not e.complete:
+                _log.info("queue: id={id} never acknowledged, removed: {e}", id=queueId, e=e)
+                os.unlink(path)
+                return None
+            # Keep the file for a human; never deliver what we cannot read.
+            _log.error("queue: id={id} unreadable, kept aside as .bad: {e}", id=queueId, e=e)
+            os.rename(path, self.path / f"{queueId}.bad")
+            return None
+        self._bodies[queueId] = (body.offset, body.size)
+        return envelope
+
+    def _readUpdate(self, queueId: str) -> Envelope:
+        try:
+            return Envelope.fromJSON(json.loads(self.envelopePath(queueId).read_bytes()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise QueueFileError(f"{queueId}.env: bad envelope: {e}") from None
 
     def envelopesSync(self) -> list[Envelope]:
         """
@@ -264,34 +380,34 @@ class Spool:
         """
         envelopes = []
         for name in sorted(os.listdir(self.path)):
-            if name.endswith(".env"):
+            if name.endswith(".msg"):
                 try:
                     envelopes.append(self.readEnvelope(name[:-4]))
                 except (KeyError, ValueError):
                     continue
         return envelopes
 
-    def _loadEnvelope(self, queueId: str, names: set[str]) -> Envelope | None:
-        if f"{queueId}.msg" not in names:
-            _log.error("queue: id={id} envelope without message, removed", id=queueId)
-            os.unlink(self.envelopePath(queueId))
-            return None
-        try:
-            return Envelope.fromJSON(json.loads(self.envelopePath(queueId).read_bytes()))
-        except (ValueError, OSError) as e:
-            # Keep the files for a human; never deliver what we cannot read.
-            _log.error("queue: id={id} unreadable envelope kept aside: {e}", id=queueId, e=e)
-            os.rename(self.envelopePath(queueId), self.path / f"{queueId}.bad")
-            return None
-
     def readEnvelope(self, queueId: str) -> Envelope:
         """
-        Read one envelope (blocking; for C{mta queue show}).
+        Read one envelope, the updated one if there is one (blocking; for
+        C{mta queue show}).
 
         @raise KeyError: no such message in the queue.
+        @raise QueueFileError: it cannot be read.
+        """
+        return self.readSync(queueId)[0]
+
+    def readSync(self, queueId: str) -> tuple[Envelope, MessageBody]:
+        """
+        Read one message's envelope and locate its bytes (blocking).
+
+        @raise KeyError: no such message in the queue.
+        @raise QueueFileError: it cannot be read.
         """
         try:
-            data = self.envelopePath(queueId).read_bytes()
+            envelope, body = readQueueFile(self.messagePath(queueId))
+            with contextlib.suppress(FileNotFoundError):
+                envelope = self._readUpdate(queueId)
         except FileNotFoundError:
             raise KeyError(queueId) from None
-        return Envelope.fromJSON(json.loads(data))
+        return envelope, body

@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, IMailbox, IMessageStore
+from mta.message import MessageBody
 from mta.store.base import StoredMessage
 from mta.threads import BatchingRunner
 
@@ -51,7 +52,6 @@ INBOX = "INBOX"
 #: The Maildir++ folders every user has from creation, besides INBOX.
 DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk")
 
-_CHUNK = 64 * 1024
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _SUBDIRS = ("cur", "new", "tmp")
@@ -216,25 +216,24 @@ def _hostPart() -> str:
     return host.replace("/", r"\057").replace(":", r"\072").replace(",", r"\054")
 
 
-def _copyInto(fd: int, prefix: bytes, messagePath: str) -> int:
+def _copyInto(fd: int, prefix: bytes, body: MessageBody) -> int:
     """
-    Write C{prefix} then the file C{messagePath} to C{fd}, in 64 KiB chunks.
+    Write C{prefix} then C{body} to C{fd}, in 64 KiB chunks.
 
     The prefix goes out with the first chunk, so a small message costs a
     single C{write}.
 
     @return: the number of bytes written.
     """
-    src = os.open(messagePath, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pending = prefix + os.read(src, _CHUNK)
-        total = 0
-        while pending:
-            writeAll(fd, pending)
-            total += len(pending)
-            pending = os.read(src, _CHUNK)
-    finally:
-        os.close(src)
+    total = 0
+    for chunk in body.chunksSync():
+        if prefix:
+            chunk, prefix = prefix + chunk, b""
+        writeAll(fd, chunk)
+        total += len(chunk)
+    if prefix:
+        writeAll(fd, prefix)
+        total += len(prefix)
     return total
 
 
@@ -416,7 +415,7 @@ class MaildirStore:
         # Nobody waits on a delivery but the queue: letting a batch gather
         # company for C{linger} seconds means fewer journal commits, which
         # leaves the disk to the spool, whose commits clients do wait on.
-        self._deliveries: BatchingRunner[tuple[str, str, bytes, str], str] = BatchingRunner(
+        self._deliveries: BatchingRunner[tuple[str, MessageBody, bytes, str], str] = BatchingRunner(
             runner, self.deliverManySync, concurrency=1, linger=linger, clock=clock
         )
 
@@ -427,7 +426,7 @@ class MaildirStore:
         return self._runner.run(self._ensureFolder, user, INBOX).addCallback(lambda _: None)
 
     def deliver(
-        self, user: str, messagePath: str, prefix: bytes, folder: str = INBOX
+        self, user: str, body: MessageBody, prefix: bytes, folder: str = INBOX
     ) -> Deferred[str]:
         """
         See L{IMessageStore.deliver}.
@@ -435,7 +434,7 @@ class MaildirStore:
         @return: the new message's uid, once it is fsync'd into C{new/}.
         @raise ValueError: (in the Deferred) unsafe address or folder name.
         """
-        return self._deliveries.submit((user, messagePath, prefix, folder))
+        return self._deliveries.submit((user, body, prefix, folder))
 
     def openMailbox(self, user: str, folder: str = INBOX) -> Deferred[IMailbox]:
         """
@@ -489,7 +488,7 @@ class MaildirStore:
                 continue
 
     def deliverManySync(
-        self, items: list[tuple[str, str, bytes, str]]
+        self, items: list[tuple[str, MessageBody, bytes, str]]
     ) -> list[str | BaseException]:
         """
         The blocking half of L{deliver}, for a batch: write every message
@@ -497,7 +496,7 @@ class MaildirStore:
         batch), then rename each into C{new/}, then fsync each C{new/}
         folder once.
 
-        @param items: C{(user, messagePath, prefix, folder)} per delivery.
+        @param items: C{(user, body, prefix, folder)} per delivery.
         @return: per delivery, the uid or the error.
         """
         results: list[str | BaseException] = []
@@ -534,7 +533,7 @@ class MaildirStore:
         return results
 
     def _writeTemporary(
-        self, user: str, messagePath: str, prefix: bytes, folder: str
+        self, user: str, body: MessageBody, prefix: bytes, folder: str
     ) -> tuple[int, str, str, str]:
         """
         Create the message in C{tmp/}, not yet synced.
@@ -550,7 +549,7 @@ class MaildirStore:
             self._known.add(folderDir)
             fd, name, tmpPath = self._openTemporary(folderDir)
         try:
-            _copyInto(fd, prefix, messagePath)
+            _copyInto(fd, prefix, body)
         except BaseException:
             os.close(fd)
             _unlinkQuietly(tmpPath)

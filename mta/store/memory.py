@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from mta.interfaces import IMailbox, IMessageStore
+from mta.message import MessageBody
 from mta.store.base import StoredMessage
 from mta.store.maildir import DEFAULT_FOLDERS, INBOX, folderDirectory, userDirectory
 
@@ -118,15 +119,14 @@ class MemoryStore:
         return succeed(None)
 
     def deliver(
-        self, user: str, messagePath: str, prefix: bytes, folder: str = INBOX
+        self, user: str, body: MessageBody, prefix: bytes, folder: str = INBOX
     ) -> Deferred[str]:
         """
-        See L{IMessageStore.deliver}; reads C{messagePath} synchronously.
+        See L{IMessageStore.deliver}; reads C{body} synchronously.
         """
         try:
             messages = self._folder(user, folder)
-            with open(messagePath, "rb") as f:
-                data = prefix + f.read()
+            data = prefix + body.readSync()
         except (ValueError, OSError):
             return fail()
         self._counter += 1
