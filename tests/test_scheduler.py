@@ -15,6 +15,8 @@ from zope.interface.verify import verifyObject
 from mta.envelope import NULL_ADDRESS, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink
+from mta.message import MessageBody
+from mta.queue import scheduler
 from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
@@ -27,13 +29,19 @@ class ScriptedTarget:
     Answers each attempt with the next reply from a script.
     """
 
-    def __init__(self, *replies: Reply) -> None:
+    def __init__(self, *replies: Reply | Deferred[dict[Recipient, Reply]]) -> None:
         self.replies = list(replies)
         self.calls: list[str] = []
+        self.bodies: list[MessageBody] = []
+        self.read: list[bytes] = []
 
-    def deliver(self, envelope: Envelope, messagePath: str) -> Deferred[dict[Recipient, Reply]]:
+    def deliver(self, envelope: Envelope, body: MessageBody) -> Deferred[dict[Recipient, Reply]]:
         self.calls.append(envelope.queueId)
+        self.bodies.append(body)
+        self.read.append(body.readSync())
         reply = self.replies.pop(0)
+        if isinstance(reply, Deferred):
+            return reply
         return succeed({r: reply for r in envelope.pending})
 
 
@@ -58,7 +66,7 @@ class QueueManagerTests(SynchronousTestCase):
         qm = QueueManager(self.spool, target, self.clock, [60, 300], maxLifetime=3600)
 
         def bounce(
-            envelope: Envelope, failed: list[tuple[Recipient, Reply]], path: str
+            envelope: Envelope, failed: list[tuple[Recipient, Reply]], body: MessageBody
         ) -> Deferred[object]:
             self.bounces.append((envelope, list(failed)))
             return succeed(None)
@@ -79,7 +87,49 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(qm.enqueue(makeEnvelope(), b"x")), "Q1")
         self.clock.advance(0)
         self.assertEqual(target.calls, ["Q1"])
-        self.assertEqual(list(self.path.iterdir()), [])
+        self.assertEqual(list(self.path.glob("Q1.msg")), [])
+        self.assertEqual(qm.items, {})
+
+    def test_firstAttemptFromMemory(self) -> None:
+        """
+        The first attempt gets the message's bytes from memory; a retry
+        reads them from the queue file.
+        """
+        target = ScriptedTarget(TEMP, OK)
+        qm = self.manager(target)
+        self.successResultOf(qm.enqueue(makeEnvelope(), b"the message"))
+        self.clock.advance(0)
+        self.assertEqual(target.bodies[0].data, b"the message")
+        self.clock.advance(60)
+        self.assertIsNone(target.bodies[1].data)
+        self.assertEqual(target.read, [b"the message", b"the message"])
+
+    def test_freshBytesBounded(self) -> None:
+        """
+        Past FRESH_BYTES waiting in memory, first attempts read the file.
+        """
+        self.patch(scheduler, "FRESH_BYTES", 10)
+        target = ScriptedTarget(OK, OK)
+        qm = self.manager(target)
+        self.successResultOf(qm.enqueue(makeEnvelope("Q1"), b"123456"))
+        self.successResultOf(qm.enqueue(makeEnvelope("Q2"), b"789012"))
+        self.clock.advance(0)
+        self.assertEqual([b.data for b in target.bodies], [b"123456", None])
+        self.assertEqual(target.read, [b"123456", b"789012"])
+
+    def test_deleteDuringAttempt(self) -> None:
+        """
+        A message deleted while an attempt is under way keeps its file
+        until the attempt ends, then is removed.
+        """
+        attempt: Deferred[dict[Recipient, Reply]] = Deferred()
+        qm = self.manager(ScriptedTarget(attempt))
+        self.successResultOf(qm.enqueue(makeEnvelope(), b"x"))
+        self.clock.advance(0)
+        self.assertTrue(self.successResultOf(qm.delete("Q1")))
+        self.assertTrue((self.path / "Q1.msg").exists())
+        attempt.callback({r: TEMP for r in makeEnvelope().pending})
+        self.assertFalse((self.path / "Q1.msg").exists())
         self.assertEqual(qm.items, {})
 
     def test_retrySchedule(self) -> None:

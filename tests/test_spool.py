@@ -13,6 +13,7 @@ from zope.interface.verify import verifyObject
 
 from mta.envelope import Address, Envelope, Recipient
 from mta.interfaces import ISpool
+from mta.queue import spool
 from mta.queue.spool import Spool, newQueueId
 from mta.threads import SynchronousRunner
 
@@ -113,9 +114,54 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.spool.load())[0].nextAttempt, 99.0)
         self.assertEqual(self.spool.body("Q1").readSync(), b"x")
         self.successResultOf(self.spool.remove("Q1"))
-        self.assertEqual(list(self.path.iterdir()), [])
+        self.assertEqual([p.name for p in self.path.iterdir()], ["Q1.spare"])
         self.assertRaises(KeyError, self.spool.body, "Q1")
         self.assertRaises(KeyError, self.spool.readEnvelope, "Q1")
+
+    def test_queueFilesRecycled(self) -> None:
+        """
+        A removed message's file is kept as a spare, and the next message
+        is written over it (cut to its own length) and renamed into place:
+        no file is created or deleted.
+        """
+        self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"a much longer first message"))
+        inode = (self.path / "Q1.msg").stat().st_ino
+        self.successResultOf(self.spool.remove("Q1"))
+        self.assertEqual([p.name for p in self.path.iterdir()], ["Q1.spare"])
+        self.successResultOf(self.spool.store(makeEnvelope("Q2"), b"short"))
+        self.assertEqual([p.name for p in self.path.iterdir()], ["Q2.msg"])
+        self.assertEqual((self.path / "Q2.msg").stat().st_ino, inode)
+        self.assertEqual(self.spool.body("Q2").readSync(), b"short")
+        [loaded] = self.successResultOf(Spool(self.path, SynchronousRunner()).load())
+        self.assertEqual(loaded, makeEnvelope("Q2"))
+
+    def test_sparesBounded(self) -> None:
+        """
+        At most MAX_SPARES files are kept, and none larger than
+        MAX_SPARE_SIZE; spares found at start-up are reused, not delivered.
+        """
+        self.patch(spool, "MAX_SPARES", 2)
+        big = b"x" * (spool.MAX_SPARE_SIZE + 1)
+        self.successResultOf(self.spool.store(makeEnvelope("Q0"), big))
+        for i in range(1, 5):
+            self.successResultOf(self.spool.store(makeEnvelope(f"Q{i}"), b"x"))
+        for i in range(5):
+            self.successResultOf(self.spool.remove(f"Q{i}"))
+        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q1.spare", "Q2.spare"])
+        reopened = Spool(self.path, SynchronousRunner())
+        self.assertEqual(self.successResultOf(reopened.load()), [])
+        self.successResultOf(reopened.store(makeEnvelope("Q9"), b"y"))
+        self.assertEqual(len(list(self.path.glob("*.spare"))), 1)
+
+    def test_crashBeforeRenameLeavesSpare(self) -> None:
+        """
+        A message written over a spare but never renamed (the system stopped
+        before its sync) stays a spare: never loaded as a message.
+        """
+        self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"x"))
+        self.successResultOf(self.spool.remove("Q1"))
+        (self.path / "Q1.spare").write_bytes(spool.queueFileHead(makeEnvelope("Q3"), 1) + b"z")
+        self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
 
     def test_envelopesSync(self) -> None:
         """

@@ -176,6 +176,9 @@ class QueueManager(Service):
         known = self.forget(queueId)
         if known:
             _log.info("queue: id={id} deleted by the administrator", id=queueId)
+        if queueId in self._busy:
+            # Its attempt may be reading the file; _settle removes it.
+            return succeed(known)
         return self._spool.remove(queueId).addCallback(lambda _: known)
 
     def _attempt(self, queueId: str) -> Deferred[None] | None:

@@ -194,7 +194,9 @@ class QueueCommandTests(TestCase):
         )
         self.assertEqual(out[0], 0, out)
         self.assertEqual(server.queue.items, {})
-        self.assertEqual(list((server.config.data_dir / "queue").glob(f"{queueId}.*")), [])
+        queueDir = server.config.data_dir / "queue"
+        self.assertEqual(list(queueDir.glob(f"{queueId}.msg")), [])
+        self.assertEqual(list(queueDir.glob(f"{queueId}.env")), [])
 
     def sendmailTo(self, server: RunningServer, rcpts: list[str]) -> Any:
         def send() -> Any:
