@@ -44,7 +44,7 @@ from mta.routing import Router
 from mta.service import ConnectionLimiter, Listener
 from mta.smtp.server import Mode, SMTPFactory
 from mta.store.maildir import MaildirStore, mailRootOf
-from mta.threads import BlockingRunner
+from mta.threads import BlockingRunner, ParallelSync
 from mta.tls import TLSContextHolder, loadServerContext
 
 _log = Logger(namespace="mta")
@@ -54,6 +54,8 @@ DIRECTORY_RELOAD_INTERVAL = 1.0
 #: How long a batch of local deliveries may wait for company (see
 #: L{MaildirStore}); well inside "delivered within a second".
 DELIVERY_LINGER = 0.02
+#: How many fsyncs of one batch (queue or Maildir) may run at once.
+SYNC_THREADS = 8
 #: How often C{mta queue flush|delete} requests are looked for.
 QUEUE_CONTROL_INTERVAL = 1.0
 #: How often the certificate files are checked for changes.
@@ -173,8 +175,9 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     runner = BlockingRunner(reactor, config.queue.io_threads)
     directory = FileDirectory(config.data_dir, config.domains)
     directory.reloadIfChanged()
-    store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER)
-    spool = Spool(config.data_dir / "queue", runner)
+    sync = ParallelSync(SYNC_THREADS)
+    store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER, sync)
+    spool = Spool(config.data_dir / "queue", runner, sync)
     router = Router(config.domains, LocalDelivery(directory, store))
     queue = QueueManager(
         spool,
@@ -189,6 +192,8 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     top = MailServer(config, directory, queue)
     runner.setName("io")
     runner.setServiceParent(top)
+    sync.setName("sync")
+    sync.setServiceParent(top)
     _controlQueue(top, runner, reactor, config.data_dir / "queue")
     _timer(
         top,

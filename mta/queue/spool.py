@@ -63,7 +63,7 @@ from mta.envelope import Envelope
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
 from mta.message import MessageBody
-from mta.threads import BatchingRunner
+from mta.threads import SERIAL_SYNC, BatchingRunner, ParallelSync
 
 _log = Logger(namespace="mta.queue")
 
@@ -218,9 +218,15 @@ class Spool:
     @ivar path: the folder, C{data_dir/queue}.
     """
 
-    def __init__(self, path: Path, runner: IBlockingRunner) -> None:
+    def __init__(
+        self, path: Path, runner: IBlockingRunner, sync: ParallelSync = SERIAL_SYNC
+    ) -> None:
+        """
+        @param sync: runs the data syncs of a batch.
+        """
         self.path = path
         self._runner = runner
+        self._sync = sync
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Where each known message's bytes start and how many there are.
         self._bodies: dict[str, tuple[int, int]] = {}
@@ -295,9 +301,13 @@ class Spool:
                 written.append((i, *self._writeOne(envelope.queueId, head, data)))
             except OSError as e:
                 results[i] = e
-        for i, fd, spare in written:
+        # fdatasync flushes the data and the size, all a queue file needs.
+        errors = self._sync.syncAll([fd for _, fd, _ in written], os.fdatasync)
+        for (i, fd, spare), error in zip(written, errors, strict=True):
             try:
-                _syncAndClose(fd)
+                os.close(fd)
+                if error is not None:
+                    raise error
                 if spare is not None:
                     os.rename(spare, self.messagePath(items[i][0].queueId))
             except OSError as e:

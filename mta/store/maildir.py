@@ -45,7 +45,7 @@ from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, IMailbox, IMessageStore
 from mta.message import MessageBody
 from mta.store.base import StoredMessage
-from mta.threads import BatchingRunner
+from mta.threads import SERIAL_SYNC, BatchingRunner, ParallelSync
 
 INBOX = "INBOX"
 
@@ -404,9 +404,14 @@ class MaildirStore:
         runner: IBlockingRunner,
         clock: IReactorTime | None = None,
         linger: float = 0.0,
+        sync: ParallelSync = SERIAL_SYNC,
     ) -> None:
+        """
+        @param sync: runs the fsyncs of a batch of deliveries.
+        """
         self.mailRoot = mailRoot
         self._runner = runner
+        self._sync = sync
         self._host = _hostPart()
         self._pid = os.getpid()
         # Folders known to exist; deliver does not consult it (it creates on
@@ -509,10 +514,12 @@ class MaildirStore:
             except (OSError, ValueError) as e:
                 results.append(e)
         newDirs: dict[str, list[int]] = {}
-        for i, fd, name, tmpPath, folderDir in written:
+        errors = self._sync.syncAll([fd for _, fd, _, _, _ in written])
+        for (i, fd, name, tmpPath, folderDir), error in zip(written, errors, strict=True):
             try:
                 try:
-                    os.fsync(fd)
+                    if error is not None:
+                        raise error
                     size = os.fstat(fd).st_size
                 finally:
                     os.close(fd)

@@ -1,0 +1,132 @@
+"""
+Tests for L{mta.threads}: the blocking runners, group commit and
+parallel syncs.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mta.interfaces import IBlockingRunner
+from mta.threads import BatchingRunner, ParallelSync, SynchronousRunner
+
+
+@implementer(IBlockingRunner)
+class _HeldRunner:
+    """
+    An IBlockingRunner whose calls wait until the test releases them.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def release(self) -> None:
+        f, args, d = self.calls.pop(0)
+        d.callback(f(*args))
+
+
+class BatchingRunnerTests(SynchronousTestCase):
+    """
+    L{BatchingRunner}.
+    """
+
+    def test_itemsWaitingShareABatch(self) -> None:
+        """
+        Items submitted while a batch runs go together in the next one, and
+        each gets its own result or error.
+        """
+        runner = _HeldRunner()
+        batches: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int | BaseException]:
+            batches.append(items)
+            return [ValueError(i) if i == 3 else i * 10 for i in items]
+
+        batching: BatchingRunner[int, int] = BatchingRunner(runner, process, concurrency=1)
+        first = batching.submit(1)
+        rest = [batching.submit(i) for i in (2, 3, 4)]
+        runner.release()
+        self.assertEqual(self.successResultOf(first), 10)
+        runner.release()
+        self.assertEqual(batches, [[1], [2, 3, 4]])
+        self.assertEqual(self.successResultOf(rest[0]), 20)
+        self.failureResultOf(rest[1], ValueError)
+        self.assertEqual(self.successResultOf(rest[2]), 40)
+
+    def test_linger(self) -> None:
+        """
+        With a linger, a batch waits that long for company before it starts.
+        """
+        clock = Clock()
+        batches: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int | BaseException]:
+            batches.append(items)
+            return list(items)
+
+        batching: BatchingRunner[int, int] = BatchingRunner(
+            SynchronousRunner(), process, linger=0.5, clock=clock
+        )
+        d1, d2 = batching.submit(1), batching.submit(2)
+        self.assertNoResult(d1)
+        clock.advance(0.5)
+        self.assertEqual(batches, [[1, 2]])
+        self.assertEqual(self.successResultOf(d2), 2)
+
+
+class ParallelSyncTests(SynchronousTestCase):
+    """
+    L{ParallelSync}.
+    """
+
+    def fds(self, n: int) -> list[int]:
+        path = self.mktemp()
+        os.mkdir(path)
+        fds = [os.open(os.path.join(path, str(i)), os.O_CREAT | os.O_WRONLY) for i in range(n)]
+        for fd in fds:
+            self.addCleanup(os.close, fd)
+        return fds
+
+    def test_syncsRunSideBySide(self) -> None:
+        """
+        With several threads, the syncs of a batch run at the same time (all
+        of them are under way before any returns), and the service stops
+        its threads.
+        """
+        sync = ParallelSync(4)
+        sync.startService()
+        self.addCleanup(sync.stopService)
+        barrier = threading.Barrier(4, timeout=10)
+        synced: list[int] = []
+
+        def slowSync(fd: int) -> None:
+            barrier.wait()
+            synced.append(fd)
+
+        fds = self.fds(4)
+        self.assertEqual(sync.syncAll(fds, slowSync), [None] * 4)
+        self.assertEqual(sorted(synced), sorted(fds))
+
+    def test_errorsPerDescriptor(self) -> None:
+        """
+        A failed sync is reported for its descriptor only.
+        """
+        fds = self.fds(3)
+        for threads in (1, 3):
+            results = ParallelSync(threads).syncAll([fds[0], 999_999, fds[2]])
+            self.assertIsNone(results[0])
+            self.assertIsInstance(results[1], OSError)
+            self.assertIsNone(results[2])
