@@ -418,10 +418,12 @@ class MaildirStore:
         # ENOENT), openMailbox does, to skip the mkdir calls.
         self._known: set[Path] = set()
         # Nobody waits on a delivery but the queue: letting a batch gather
-        # company for C{linger} seconds means fewer journal commits, which
-        # leaves the disk to the spool, whose commits clients do wait on.
+        # company for C{linger} seconds means fewer commits, which leaves
+        # the disk to the spool, whose commits clients do wait on.  Two
+        # batches may run at once, so one's files are created and written
+        # while the other's are being synced.
         self._deliveries: BatchingRunner[tuple[str, MessageBody, bytes, str], str] = BatchingRunner(
-            runner, self.deliverManySync, concurrency=1, linger=linger, clock=clock
+            runner, self.deliverManySync, concurrency=2, linger=linger, clock=clock
         )
 
     def createUser(self, user: str) -> Deferred[None]:
