@@ -187,7 +187,7 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     directory.reloadIfChanged()
     sync = ParallelSync(SYNC_THREADS)
     store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER, sync)
-    spool = Spool(config.data_dir / "queue", runner, sync)
+    spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
     router = Router(config.domains, LocalDelivery(directory, store))
     queue = QueueManager(
         spool,

@@ -10,6 +10,7 @@ the pool starts and stops with the service tree.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -209,3 +210,91 @@ class BatchingRunner(Generic[_Item, _T]):
             else:
                 d.callback(results[i])  # type: ignore[arg-type]
         self._startBatch()
+
+
+class CommitLoop(Generic[_Item, _T]):
+    """
+    Group commit on one worker thread that keeps going while there is work.
+
+    Like L{BatchingRunner} with one batch at a time, except that the next
+    batch starts on the worker thread as soon as the last one is done,
+    with everything submitted meanwhile, instead of after a round trip
+    through the reactor: the reactor hands out the results of one batch
+    while the next is already being written.  This is what the queue's
+    writes, on which every "250 Ok" waits, go through.
+
+    @ivar process: the blocking function given a list of items; it returns
+        one result per item, an exception instance for an item that failed.
+    """
+
+    def __init__(
+        self,
+        runner: IBlockingRunner,
+        process: Callable[[list[_Item]], list[_T | BaseException]],
+        callFromThread: Callable[..., object] | None = None,
+        maxBatch: int = 256,
+    ) -> None:
+        """
+        @param callFromThread: runs a function on the reactor thread, such
+            as C{reactor.callFromThread}; C{None} calls it at once, for a
+            runner that runs on the calling thread (L{SynchronousRunner}).
+        """
+        self._runner = runner
+        self.process = process
+        self._callFromThread = callFromThread
+        self._maxBatch = maxBatch
+        self._lock = threading.Lock()
+        self._pending: list[tuple[_Item, Deferred[_T]]] = []
+        self._running = False
+
+    def submit(self, item: _Item) -> Deferred[_T]:
+        """
+        Add C{item} to the next batch (on the reactor thread).
+
+        @return: a Deferred firing with the item's result.
+        """
+        d: Deferred[_T] = Deferred()
+        with self._lock:
+            self._pending.append((item, d))
+            if self._running:
+                return d
+            self._running = True
+        self._runner.run(self._loop).addErrback(self._crashed)
+        return d
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[: self._maxBatch]
+                del self._pending[: self._maxBatch]
+                if not batch:
+                    self._running = False
+                    return
+            try:
+                results: list[_T | BaseException] | Failure = self.process(
+                    [item for item, _ in batch]
+                )
+            except BaseException:
+                results = Failure()
+            if self._callFromThread is None:
+                self._finished(results, batch)
+            else:
+                self._callFromThread(self._finished, results, batch)
+
+    def _crashed(self, failure: Failure) -> None:
+        # Only if the runner itself failed: hand the error to everyone.
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._running = False
+        self._finished(failure, batch)
+
+    def _finished(
+        self, results: list[_T | BaseException] | Failure, batch: list[tuple[_Item, Deferred[_T]]]
+    ) -> None:
+        for i, (_, d) in enumerate(batch):
+            if isinstance(results, Failure):
+                d.errback(results)
+            elif isinstance(results[i], BaseException):
+                d.errback(Failure(results[i]))
+            else:
+                d.callback(results[i])  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mta.interfaces import IBlockingRunner
-from mta.threads import BatchingRunner, ParallelSync, SynchronousRunner
+from mta.threads import BatchingRunner, CommitLoop, ParallelSync, SynchronousRunner
 
 
 @implementer(IBlockingRunner)
@@ -85,6 +85,66 @@ class BatchingRunnerTests(SynchronousTestCase):
         clock.advance(0.5)
         self.assertEqual(batches, [[1, 2]])
         self.assertEqual(self.successResultOf(d2), 2)
+
+
+class CommitLoopTests(SynchronousTestCase):
+    """
+    L{CommitLoop}.
+    """
+
+    def test_keepsGoingOnTheWorker(self) -> None:
+        """
+        Items submitted while a batch runs are taken by the same worker call
+        as soon as that batch is done; results reach the reactor through
+        C{callFromThread}, one call per batch.
+        """
+        runner = _HeldRunner()
+        batches: list[list[int]] = []
+        handedOver: list[object] = []
+        rest: list[Deferred[int]] = []
+
+        def process(items: list[int]) -> list[int | BaseException]:
+            batches.append(items)
+            if len(batches) == 1:
+                # Arrivals while the first batch is being written.
+                rest.extend(loop.submit(i) for i in (2, 3))
+            return [KeyError(i) if i == 3 else -i for i in items]
+
+        def callFromThread(f: Callable[..., object], *args: object) -> None:
+            handedOver.append(f)
+            f(*args)
+
+        loop: CommitLoop[int, int] = CommitLoop(runner, process, callFromThread)
+        first = loop.submit(1)
+        runner.release()
+        self.assertEqual(runner.calls, [])
+        self.assertEqual(batches, [[1], [2, 3]])
+        self.assertEqual(len(handedOver), 2)
+        self.assertEqual(self.successResultOf(first), -1)
+        self.assertEqual(self.successResultOf(rest[0]), -2)
+        self.failureResultOf(rest[1], KeyError)
+        # Idle again: the next item starts a new worker call.
+        d = loop.submit(4)
+        self.assertEqual(len(runner.calls), 1)
+        runner.release()
+        self.assertEqual(self.successResultOf(d), -4)
+
+    def test_processRaising(self) -> None:
+        """
+        If the batch function raises, every item of the batch fails with it
+        and the loop goes on.
+        """
+        calls: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int | BaseException]:
+            calls.append(items)
+            if len(calls) == 1:
+                raise OSError("disk gone")
+            return list(items)
+
+        loop: CommitLoop[int, int] = CommitLoop(SynchronousRunner(), process)
+        self.failureResultOf(loop.submit(1), OSError)
+        self.assertEqual(self.successResultOf(loop.submit(2)), 2)
 
 
 class ParallelSyncTests(SynchronousTestCase):

@@ -12,7 +12,7 @@ Each queued message is one file in C{data_dir/queue}, C{<id>.msg}::
 so C{head} or a pager shows who it is from and for.  L{Spool.store} writes
 the file, fdatasyncs it and fsyncs the folder; only then does its Deferred
 fire and the server say 250, so a crash at any moment loses nothing that
-was accepted.  Concurrent stores are batched (L{BatchingRunner}): all files
+was accepted.  Concurrent stores are batched (L{CommitLoop}): all files
 of a batch are written before any is synced.  One file per message means
 one create, one sync and one unlink per message, which is what the disk
 work of accepting mail costs.
@@ -52,6 +52,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -63,7 +64,7 @@ from mta.envelope import Envelope
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
 from mta.message import MessageBody
-from mta.threads import SERIAL_SYNC, BatchingRunner, ParallelSync
+from mta.threads import SERIAL_SYNC, CommitLoop, ParallelSync
 
 _log = Logger(namespace="mta.queue")
 
@@ -219,10 +220,16 @@ class Spool:
     """
 
     def __init__(
-        self, path: Path, runner: IBlockingRunner, sync: ParallelSync = SERIAL_SYNC
+        self,
+        path: Path,
+        runner: IBlockingRunner,
+        sync: ParallelSync = SERIAL_SYNC,
+        callFromThread: Callable[..., object] | None = None,
     ) -> None:
         """
         @param sync: runs the data syncs of a batch.
+        @param callFromThread: the reactor's, when C{runner} runs work on
+            other threads (see L{CommitLoop}).
         """
         self.path = path
         self._runner = runner
@@ -234,11 +241,11 @@ class Spool:
         # loadSync, before it starts) touches this.
         self._spares: list[str] = []
         # Every change to the queue folder goes through this one serial
-        # batcher: when a batch's data sync has committed the journal,
-        # nothing else has touched the folder since, so the folder's own
-        # fsync that follows costs no second commit.
-        self._changes: BatchingRunner[tuple[Envelope, bytes, bytes] | _Removal, None] = (
-            BatchingRunner(runner, self.changeManySync, maxBatch=256, concurrency=1)
+        # loop: when a batch's data syncs are done, nothing else has touched
+        # the folder since, so the folder's own fsync that follows costs no
+        # second commit.
+        self._changes: CommitLoop[tuple[Envelope, bytes, bytes] | _Removal, None] = CommitLoop(
+            runner, self.changeManySync, callFromThread
         )
 
     def messagePath(self, queueId: str) -> Path:
