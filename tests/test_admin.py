@@ -19,6 +19,9 @@ from mta.admin import main
 from mta.auth import verifyPassword
 from mta.directory.files import FileDirectory
 from mta.envelope import Address
+from mta.queue.spool import Spool
+from mta.threads import SynchronousRunner
+from tests.test_spool import makeEnvelope
 
 CONFIG = """\
 hostname = "mail.example.com"
@@ -295,6 +298,38 @@ class AliasCommandTests(AdminTestCase):
         """
         status = self.run_("alias", "del", "team@example.com")
         self.assertFailed(status, "mta: no such alias team@example.com")
+
+
+class QueueCommandTests(AdminTestCase):
+    """
+    C{mta queue ...} with no server running: it reads and changes the
+    queue folder directly.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.spool = Spool(self.dataDir / "queue", SynchronousRunner())
+        self.spool.storeSync(
+            makeEnvelope("Q1"), b"Subject: hello\r\nFrom: s@remote.test\r\n\r\nsecret body\r\n"
+        )
+
+    def test_listShowDelete(self) -> None:
+        """
+        list names the message, show prints its envelope and headers (never
+        the body), delete removes its file.
+        """
+        self.assertEqual(self.run_("queue", "list"), 0)
+        self.assertIn("Q1", self.stdout.getvalue())
+        self.assertEqual(self.run_("queue", "show", "Q1"), 0)
+        shown = self.stdout.getvalue()
+        self.assertIn('"original": "alice+x@example.com"', shown)
+        self.assertIn("Subject: hello\r\nFrom: s@remote.test\r\n", shown)
+        self.assertNotIn("secret body", shown)
+        self.assertEqual(self.run_("queue", "delete", "Q1"), 0)
+        self.assertFalse((self.dataDir / "queue" / "Q1.msg").exists())
+        self.stdout.seek(0)
+        self.stdout.truncate()
+        self.assertFailed(self.run_("queue", "show", "Q1"), "mta: Q1: no such message in the queue")
 
 
 class CheckAndUsageTests(AdminTestCase):
