@@ -126,6 +126,22 @@ SERIAL_SYNC = ParallelSync(1)
 _Item = TypeVar("_Item")
 
 
+def _handOut(
+    results: list[_T | BaseException] | Failure, batch: list[tuple[_Item, Deferred[_T]]]
+) -> None:
+    """
+    Fire each item's Deferred with its result, its error, or the failure of
+    the whole batch.
+    """
+    for i, (_, d) in enumerate(batch):
+        if isinstance(results, Failure):
+            d.errback(results)
+        elif isinstance(results[i], BaseException):
+            d.errback(Failure(results[i]))
+        else:
+            d.callback(results[i])  # type: ignore[arg-type]
+
+
 class BatchingRunner(Generic[_Item, _T]):
     """
     Group commit: items submitted while a batch is running wait for the
@@ -202,13 +218,7 @@ class BatchingRunner(Generic[_Item, _T]):
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         self._lingering = None
-        for i, (_, d) in enumerate(batch):
-            if isinstance(results, Failure):
-                d.errback(results)
-            elif isinstance(results[i], BaseException):
-                d.errback(Failure(results[i]))
-            else:
-                d.callback(results[i])  # type: ignore[arg-type]
+        _handOut(results, batch)
         self._startBatch()
 
 
@@ -291,10 +301,4 @@ class CommitLoop(Generic[_Item, _T]):
     def _finished(
         self, results: list[_T | BaseException] | Failure, batch: list[tuple[_Item, Deferred[_T]]]
     ) -> None:
-        for i, (_, d) in enumerate(batch):
-            if isinstance(results, Failure):
-                d.errback(results)
-            elif isinstance(results[i], BaseException):
-                d.errback(Failure(results[i]))
-            else:
-                d.callback(results[i])  # type: ignore[arg-type]
+        _handOut(results, batch)
