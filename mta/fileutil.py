@@ -23,11 +23,18 @@ def writeAll(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def openDirectory(path: Path | str) -> int:
+    """
+    @return: a read-only descriptor of the directory C{path}, to fsync.
+    """
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def fsyncDirectory(path: Path | str) -> None:
     """
     fsync a directory, so that entries created or renamed in it are durable.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = openDirectory(path)
     try:
         os.fsync(fd)
     finally:

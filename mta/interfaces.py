@@ -135,7 +135,9 @@ class IMessageStore(Interface):
         Idempotent.
         """
 
-    def deliver(user: str, body: MessageBody, prefix: bytes, folder: str = "INBOX") -> Deferred[str]:
+    def deliver(
+        user: str, body: MessageBody, prefix: bytes, folder: str = "INBOX"
+    ) -> Deferred[str]:
         """
         Store C{prefix} followed by the bytes of C{body}.
 

@@ -92,26 +92,32 @@ class ParallelSync(Service):
         self._executor: ThreadPoolExecutor | None = None
 
     def syncAll(
-        self, fds: Sequence[int], sync: Callable[[int], None] = os.fsync
+        self,
+        fds: Sequence[int],
+        sync: Callable[[int], None] = os.fsync,
+        directories: Sequence[int] = (),
     ) -> list[OSError | None]:
         """
-        Call C{sync} on every descriptor (blocking; on a worker thread).
+        Call C{sync} on every descriptor, and C{os.fsync} on every directory
+        descriptor, all at once (blocking; on a worker thread).
 
-        @return: per descriptor, C{None} or the error its sync raised.
+        @return: per descriptor, then per directory, C{None} or the error
+            its sync raised.
         """
 
-        def one(fd: int) -> OSError | None:
+        def one(call: tuple[Callable[[int], None], int]) -> OSError | None:
             try:
-                sync(fd)
+                call[0](call[1])
             except OSError as e:
                 return e
             return None
 
-        if len(fds) < 2 or self.threads < 2:
-            return [one(fd) for fd in fds]
+        calls = [(sync, fd) for fd in fds] + [(os.fsync, fd) for fd in directories]
+        if len(calls) < 2 or self.threads < 2:
+            return [one(call) for call in calls]
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mta-sync")
-        return list(self._executor.map(one, fds))
+        return list(self._executor.map(one, calls))
 
     def stopService(self) -> None:
         super().stopService()

@@ -241,7 +241,9 @@ class MaildirStoreTests(SynchronousTestCase, _StoreMixin):
         """
         A missing message file fails the delivery and leaves C{tmp/} empty.
         """
-        d = self.store.deliver("alice@example.com", MessageBody(str(self.spool / "nope"), 0, 1), b"")
+        d = self.store.deliver(
+            "alice@example.com", MessageBody(str(self.spool / "nope"), 0, 1), b""
+        )
         self.failureResultOf(d, FileNotFoundError)
         self.assertEqual(os.listdir(self.inbox() / "tmp"), [])
         self.assertEqual(os.listdir(self.inbox() / "new"), [])

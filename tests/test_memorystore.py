@@ -37,7 +37,9 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / f"m{self.clock.seconds()}"
         path.write_bytes(body)
-        uid = self.successResultOf(self.store.deliver(user, MessageBody.fromFile(str(path)), prefix))
+        uid = self.successResultOf(
+            self.store.deliver(user, MessageBody.fromFile(str(path)), prefix)
+        )
         self.clock.advance(1)
         return uid
 
@@ -79,7 +81,9 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / "m"
         path.write_bytes(BODY)
-        self.failureResultOf(self.store.deliver("../x@y", MessageBody.fromFile(str(path)), b""), ValueError)
+        self.failureResultOf(
+            self.store.deliver("../x@y", MessageBody.fromFile(str(path)), b""), ValueError
+        )
         self.failureResultOf(self.store.openMailbox("a@b", "../x"), ValueError)
         self.failureResultOf(self.store.createUser("alice"), ValueError)
 
@@ -131,7 +135,9 @@ class MemoryStoreTests(SynchronousTestCase):
         """
         path = self.spool / "m"
         path.write_bytes(BODY)
-        self.successResultOf(self.store.deliver("a@b", MessageBody.fromFile(str(path)), b"", "Sent"))
+        self.successResultOf(
+            self.store.deliver("a@b", MessageBody.fromFile(str(path)), b"", "Sent")
+        )
         self.assertEqual(self.store.messages("a@b", "Sent"), [BODY])
         self.assertEqual(self.store.messages("a@b", "inbox"), [])
         self.assertEqual(self.store.messages("nobody@b"), [])

@@ -5,6 +5,7 @@ Tests for L{mta.queue.spool}: durable storage of queued messages.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,8 +68,10 @@ class SpoolTests(SynchronousTestCase):
         raw = (self.path / "Q1.msg").read_bytes()
         header, _, rest = raw.partition(b"\n")
         words = header.split()
-        self.assertEqual(words[:2], [b"mta-queue", b"1"])
-        envelopeSize = int(words[2].removeprefix(b"envelope="))
+        self.assertEqual(words[:3], [b"mta-queue", b"1", b"id=Q1"])
+        envelopeSize = int(words[3].removeprefix(b"envelope="))
+        self.assertEqual(words[4], b"message=20")
+        self.assertEqual(int(words[5].removeprefix(b"crc32="), 16), zlib.crc32(rest))
         data = json.loads(rest[:envelopeSize])
         self.assertEqual(data["recipients"][0]["original"], "alice+x@example.com")
         self.assertEqual(rest[envelopeSize:], b"\nSubject: x\r\n\r\nbody\r\n")
@@ -76,8 +79,9 @@ class SpoolTests(SynchronousTestCase):
     def test_cutShortIsSwept(self) -> None:
         """
         A queue file shorter than its header says (the system stopped before
-        its sync, so it was never acknowledged) is deleted at load, as are
-        temporary files and an updated envelope whose message is gone.
+        its syncs, so it was never acknowledged) is not loaded but kept as a
+        spare; temporary files and an updated envelope whose message is gone
+        are deleted.
         """
         self.spool.storeSync(makeEnvelope("Q9"), b"0123456789")
         raw = (self.path / "Q9.msg").read_bytes()
@@ -85,7 +89,47 @@ class SpoolTests(SynchronousTestCase):
         (self.path / "Q8.tmp").write_bytes(b"{")
         (self.path / "Q6.env").write_bytes(b"{}")
         self.assertEqual(self.successResultOf(self.spool.load()), [])
-        self.assertEqual(sorted(p.name for p in self.path.iterdir()), [])
+        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q9.spare"])
+
+    def test_mixedBytesFailCrc(self) -> None:
+        """
+        A queue file of the right length whose bytes are not all the ones
+        written (the system stopped before its sync) fails its CRC and is
+        not loaded, nor is its updated envelope kept.
+        """
+        self.spool.storeSync(makeEnvelope("Q9"), b"0123456789")
+        self.successResultOf(self.spool.update(replace(makeEnvelope("Q9"), nextAttempt=5.0)))
+        raw = (self.path / "Q9.msg").read_bytes()
+        (self.path / "Q9.msg").write_bytes(raw[:-4] + b"\0\0\0\0")
+        self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
+        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q9.spare"])
+
+    def test_otherMessageUnderNewName(self) -> None:
+        """
+        A spare renamed to a new message's name whose new bytes never
+        reached the disk still holds the old message: its header names the
+        old id, so it is not loaded (neither as the old message, which was
+        delivered, nor as the new one) and becomes a spare again.
+        """
+        self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"old\r\n"))
+        self.successResultOf(self.spool.remove("Q1"))
+        (self.path / "Q1.spare").rename(self.path / "Q3.msg")
+        self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
+        self.assertEqual([p.name for p in self.path.iterdir()], ["Q3.spare"])
+
+    def test_longerButWhole(self) -> None:
+        """
+        A file longer than its header says (a spare overwritten by a shorter
+        message, whose new length never reached the disk) is loaded if the
+        bytes the header covers pass the CRC.
+        """
+        self.spool.storeSync(makeEnvelope("Q2"), b"new\r\n")
+        with (self.path / "Q2.msg").open("ab") as f:
+            f.write(b"rest of an older, longer message")
+        reopened = Spool(self.path, SynchronousRunner())
+        [loaded] = self.successResultOf(reopened.load())
+        self.assertEqual(loaded, makeEnvelope("Q2"))
+        self.assertEqual(reopened.body("Q2").readSync(), b"new\r\n")
 
     def test_unreadableKeptAside(self) -> None:
         """
@@ -93,9 +137,12 @@ class SpoolTests(SynchronousTestCase):
         delivered and not deleted.
         """
         (self.path / "Q7.msg").write_bytes(b"garbage\nx")
-        self.spool.storeSync(makeEnvelope("Q5"), b"x")
-        raw = (self.path / "Q5.msg").read_bytes()
-        (self.path / "Q5.msg").write_bytes(raw.replace(b'"id"', b'"XX"'))
+        body = b'{"not": "an envelope"}\nx'
+        header = b"mta-queue 1 id=Q5 envelope=%d message=1 crc32=%08x\n" % (
+            len(body) - 2,
+            zlib.crc32(body),
+        )
+        (self.path / "Q5.msg").write_bytes(header + body)
         self.assertEqual(self.successResultOf(self.spool.load()), [])
         self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q5.bad", "Q7.bad"])
         self.flushLoggedErrors()
@@ -153,16 +200,6 @@ class SpoolTests(SynchronousTestCase):
         self.successResultOf(reopened.store(makeEnvelope("Q9"), b"y"))
         self.assertEqual(len(list(self.path.glob("*.spare"))), 1)
 
-    def test_crashBeforeRenameLeavesSpare(self) -> None:
-        """
-        A message written over a spare but never renamed (the system stopped
-        before its sync) stays a spare: never loaded as a message.
-        """
-        self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"x"))
-        self.successResultOf(self.spool.remove("Q1"))
-        (self.path / "Q1.spare").write_bytes(spool.queueFileHead(makeEnvelope("Q3"), 1) + b"z")
-        self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
-
     def test_envelopesSync(self) -> None:
         """
         envelopesSync reads every message's current envelope, changing nothing.
@@ -172,7 +209,9 @@ class SpoolTests(SynchronousTestCase):
         self.successResultOf(self.spool.update(replace(makeEnvelope("Q2"), nextAttempt=5.0)))
         (self.path / "Q3.msg").write_bytes(b"partial")
         envelopes = self.spool.envelopesSync()
-        self.assertEqual([(e.queueId, e.nextAttempt) for e in envelopes], [("Q1", 0.0), ("Q2", 5.0)])
+        self.assertEqual(
+            [(e.queueId, e.nextAttempt) for e in envelopes], [("Q1", 0.0), ("Q2", 5.0)]
+        )
         self.assertTrue((self.path / "Q3.msg").exists())
 
     def test_queueIdsUniqueAndSortable(self) -> None:

@@ -4,18 +4,24 @@ The durable queue on disk: step "accept" of the lifecycle.
 
 Each queued message is one file in C{data_dir/queue}, C{<id>.msg}::
 
-    mta-queue 1 envelope=<n> message=<m>     one header line
+    mta-queue 1 id=<id> envelope=<n> message=<m> crc32=<c>   a header line
     { ... }                                  the envelope: n bytes of JSON
                                              a newline
     Received: ...                            the message: m bytes, CRLF
 
-so C{head} or a pager shows who it is from and for.  L{Spool.store} writes
-the file, fdatasyncs it and fsyncs the folder; only then does its Deferred
-fire and the server say 250, so a crash at any moment loses nothing that
-was accepted.  Concurrent stores are batched (L{CommitLoop}): all files
-of a batch are written before any is synced.  One file per message means
-one create, one sync and one unlink per message, which is what the disk
-work of accepting mail costs.
+so C{head} or a pager shows who it is from and for; C{c} is the CRC-32 of
+envelope and message, in hex.  L{Spool.store} writes the file under its
+final name, then fdatasyncs it and fsyncs the folder, both at once; only
+when both are done does its Deferred fire and the server say 250, so a
+crash at any moment loses nothing that was accepted.  Concurrent stores
+are batched (L{CommitLoop}): all files of a batch are written before any
+is synced, and the batch waits for one round of syncs, not two.
+
+A file is named C{.msg} before it is synced, so a crash can leave a
+C{.msg} that is cut short, holds a mix of old and new bytes, or still
+holds the message of another id; the header's id, the length and the
+CRC tell each of these apart from a whole message, and none of them was
+ever acknowledged.
 
 The envelope changes after a failed attempt (recipient states, next
 attempt); the new one is written atomically (temporary file, fsync,
@@ -23,21 +29,21 @@ rename) beside the message as C{<id>.env}, and wins over the one inside.
 
 Queue files are recycled.  A delivered message's file is not deleted but
 renamed C{<n>.spare} (up to L{MAX_SPARES} of them, each at most
-L{MAX_SPARE_SIZE}), and the next message is written over a spare, synced,
-and only then renamed C{<id>.msg}; so a name ending in C{.msg} always
-holds a whole message, and a crash midway leaves at worst a spare with
-mixed contents, which is only ever overwritten.  Accepting mail then
-allocates no inode and frees no blocks: on ext4, creating a file scans past
+L{MAX_SPARE_SIZE}), and the next message is written over a spare and
+renamed C{<id>.msg}.  Accepting mail then allocates no inode and frees no blocks: on ext4, creating a file scans past
 every recently deleted inode of its block group (without a journal), and
 freeing blocks costs a discard on SSD-backed mounts; the queue churns
 through a file per message, so both costs grew with the load.  A spare
 holds an old message until it is reused; it is as private as the queue
 (mode 0600 in a 0700 folder).
 
-At start-up a C{.msg} shorter than its header says was never acknowledged
-(the crash came before its sync) and is deleted, as are C{.tmp} files and a
-C{.env} whose message is gone; a file whose header or envelope does not
-parse is set aside as C{.bad}: never delivered, never silently deleted.
+At start-up every C{.msg} is checked whole.  One that is shorter than its
+header says, fails its CRC or names another id in its header was never
+acknowledged (the crash came before its syncs): it becomes a spare again
+(or is deleted).  C{.tmp} files and a C{.env} whose message is gone are
+deleted.  A file whose header does not parse, or whose envelope does not
+parse although its CRC holds, is set aside as C{.bad}: never delivered,
+never silently deleted.
 
 All file work runs on an L{IBlockingRunner}; nothing here blocks the reactor.
 Implements L{ISpool}.
@@ -52,6 +58,7 @@ import os
 import secrets
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -61,7 +68,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mta.envelope import Envelope
-from mta.fileutil import fsyncDirectory, writeAll
+from mta.fileutil import fsyncDirectory, openDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
 from mta.message import MessageBody
 from mta.threads import SERIAL_SYNC, CommitLoop, ParallelSync
@@ -147,23 +154,30 @@ def _encodeEnvelope(envelope: Envelope) -> bytes:
     return json.dumps(envelope.toJSON(), indent=1).encode()
 
 
-def queueFileHead(envelope: Envelope, size: int) -> bytes:
+def queueFileHead(envelope: Envelope, data: bytes) -> bytes:
     """
-    @param size: the length of the message that will follow.
+    @param data: the message that will follow.
     @return: what a queue file holds before the message: header line,
         envelope, newline.
     """
-    encoded = _encodeEnvelope(envelope)
-    line = _MAGIC + b"envelope=%d message=%d\n" % (len(encoded), size)
-    return line + encoded + b"\n"
+    encoded = _encodeEnvelope(envelope) + b"\n"
+    crc = zlib.crc32(data, zlib.crc32(encoded))
+    line = _MAGIC + b"id=%s envelope=%d message=%d crc32=%08x\n" % (
+        envelope.queueId.encode(),
+        len(encoded) - 1,
+        len(data),
+        crc,
+    )
+    return line + encoded
 
 
 class QueueFileError(ValueError):
     """
     A queue file that cannot be read.
 
-    @ivar complete: whether the file is as long as its header says: if
-        not, it was being written when the system stopped.
+    @ivar complete: whether the file could be a whole message: if not (cut
+        short, failing its CRC, or holding another id's message), it was
+        being written when the system stopped, and never acknowledged.
     """
 
     def __init__(self, message: str, complete: bool = True) -> None:
@@ -171,30 +185,45 @@ class QueueFileError(ValueError):
         self.complete = complete
 
 
-def readQueueFile(path: Path) -> tuple[Envelope, MessageBody]:
+def readQueueFile(path: Path, verify: bool = False) -> tuple[Envelope, MessageBody]:
     """
     Read a queue file's envelope and locate its message (blocking).
 
-    @raise QueueFileError: unreadable header or envelope, or a file cut short.
+    @param verify: also check the header's id against the file's name and
+        the CRC of everything after the header (reading the whole file),
+        as start-up does.
+    @raise QueueFileError: unreadable header or envelope, or a file that is
+        not a whole message.
     @raise FileNotFoundError: no such file.
     """
     with open(path, "rb") as f:
         line = f.readline(_MAX_HEADER)
-        words = line.split()
+        fields = dict(word.partition(b"=")[::2] for word in line.split()[2:])
         try:
-            if not line.startswith(_MAGIC) or len(words) != 4:
+            if not line.startswith(_MAGIC) or len(fields) != 4:
                 raise ValueError("not a queue file")
-            envelopeSize = int(words[2].removeprefix(b"envelope="))
-            messageSize = int(words[3].removeprefix(b"message="))
-        except ValueError:
+            queueId = fields[b"id"].decode("ascii")
+            envelopeSize = int(fields[b"envelope"])
+            messageSize = int(fields[b"message"])
+            crc = int(fields[b"crc32"], 16)
+        except (ValueError, KeyError):
             raise QueueFileError(f"{path.name}: bad header line {line[:60]!r}") from None
         offset = len(line) + envelopeSize + 1
         fileSize = os.fstat(f.fileno()).st_size
-        if fileSize != offset + messageSize:
+        if fileSize < offset + messageSize or (not verify and fileSize != offset + messageSize):
             raise QueueFileError(
                 f"{path.name}: {fileSize} bytes, the header says {offset + messageSize}",
                 complete=fileSize > offset + messageSize,
             )
+        if verify:
+            if queueId != path.name.rpartition(".")[0]:
+                raise QueueFileError(f"{path.name}: holds message {queueId}", complete=False)
+            actual = 0
+            for chunk in iter(lambda: f.read(min(65536, offset + messageSize - f.tell())), b""):
+                actual = zlib.crc32(chunk, actual)
+            if actual != crc:
+                raise QueueFileError(f"{path.name}: CRC mismatch", complete=False)
+            f.seek(len(line))
         try:
             envelope = Envelope.fromJSON(json.loads(f.read(envelopeSize)))
         except (ValueError, KeyError, TypeError) as e:
@@ -244,7 +273,7 @@ class Spool:
         # loop: when a batch's data syncs are done, nothing else has touched
         # the folder since, so the folder's own fsync that follows costs no
         # second commit.
-        self._changes: CommitLoop[tuple[Envelope, bytes, bytes] | _Removal, None] = CommitLoop(
+        self._changes: CommitLoop[tuple[Envelope, bytes] | _Removal, int | None] = CommitLoop(
             runner, self.changeManySync, callFromThread
         )
 
@@ -273,12 +302,12 @@ class Spool:
         """
         Write message and envelope durably; see L{ISpool.store}.
         """
-        head = queueFileHead(envelope, len(data))
-        d = self._changes.submit((envelope, head, data))
+        d = self._changes.submit((envelope, data))
         queueId = envelope.queueId
 
-        def stored(_: None) -> None:
-            self._bodies[queueId] = (len(head), len(data))
+        def stored(offset: int | None) -> None:
+            assert offset is not None
+            self._bodies[queueId] = (offset, len(data))
 
         return d.addCallback(stored)
 
@@ -286,64 +315,76 @@ class Spool:
         """
         Store one message (blocking).
         """
-        [result] = self.storeManySync([(envelope, queueFileHead(envelope, len(data)), data)])
-        if result is not None:
+        [result] = self.storeManySync([(envelope, data)])
+        if isinstance(result, BaseException):
             raise result
+        self._bodies[envelope.queueId] = (result, len(data))
 
-    def storeManySync(
-        self, items: list[tuple[Envelope, bytes, bytes]]
-    ) -> list[BaseException | None]:
+    def storeManySync(self, items: list[tuple[Envelope, bytes]]) -> list[int | BaseException]:
         """
         The blocking body of L{store}, for a batch of messages: write every
-        file, then sync them all, then sync the folder once, which makes
-        the new names durable.
+        file under its final name, then sync them all and the folder, at
+        once.
 
-        @param items: C{(envelope, queueFileHead, message)} per message.
-        @return: per message, C{None} or the error that kept it out.
+        @param items: C{(envelope, message)} per message.
+        @return: per message, where its message starts in its file, or the
+            error that kept it out.
         """
-        results: list[BaseException | None] = [None] * len(items)
-        written: list[tuple[int, int, str | None]] = []
-        for i, (envelope, head, data) in enumerate(items):
+        results: list[int | BaseException] = []
+        written: list[tuple[int, int]] = []
+        for i, (envelope, data) in enumerate(items):
+            head = queueFileHead(envelope, data)
             try:
-                written.append((i, *self._writeOne(envelope.queueId, head, data)))
+                written.append((i, self._writeOne(envelope.queueId, head, data)))
+                results.append(len(head))
             except OSError as e:
-                results[i] = e
-        # fdatasync flushes the data and the size, all a queue file needs.
-        errors = self._sync.syncAll([fd for _, fd, _ in written], os.fdatasync)
-        for (i, fd, spare), error in zip(written, errors, strict=True):
-            try:
-                os.close(fd)
-                if error is not None:
-                    raise error
-                if spare is not None:
-                    os.rename(spare, self.messagePath(items[i][0].queueId))
-            except OSError as e:
-                results[i] = e
-                if spare is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(spare)
+                results.append(e)
+        folder = openDirectory(self.path)
         try:
-            fsyncDirectory(self.path)
-        except OSError as e:
-            return [e] * len(items)
+            # fdatasync flushes the data and the size, all a queue file needs.
+            *errors, folderError = self._sync.syncAll(
+                [fd for _, fd in written], os.fdatasync, directories=[folder]
+            )
+        finally:
+            os.close(folder)
+        for (i, fd), error in zip(written, errors, strict=True):
+            os.close(fd)
+            if error is not None:
+                results[i] = error
+                with contextlib.suppress(OSError):
+                    os.unlink(self.messagePath(items[i][0].queueId))
+        if folderError is not None:
+            return [folderError] * len(items)
         return results
 
-    def _writeOne(self, queueId: str, head: bytes, data: bytes) -> tuple[int, str | None]:
+    def _writeOne(self, queueId: str, head: bytes, data: bytes) -> int:
         """
-        Write one queue file, over a spare when there is one, not synced.
+        Write one queue file under its final name, over a spare when there
+        is one, not synced: nobody trusts it before the batch's syncs, and
+        one that is not whole is swept at start-up, see L{load}.
 
-        @return: the descriptor and the spare's path (to be renamed once
-            synced), or C{None} for a file created under its final name
-            (written in place: nobody trusts it before the batch's syncs,
-            and one cut short is swept at start-up, see L{load}).
+        @return: the open descriptor.
         """
+        final = self.messagePath(queueId)
         while self._spares:
             spare = self._spares.pop()
             try:
-                return _writeFile(spare, head, data, create=False), spare
+                fd = _writeFile(spare, head, data, create=False)
             except FileNotFoundError:
                 continue
-        return _writeFile(self.messagePath(queueId), head, data), None
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(spare)
+                raise
+            try:
+                os.rename(spare, final)
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(spare)
+                raise
+            return fd
+        return _writeFile(final, head, data)
 
     def _commitEnvelope(self, envelope: Envelope) -> None:
         final = self.envelopePath(envelope.queueId)
@@ -363,18 +404,19 @@ class Spool:
         Delete message and envelope; see L{ISpool.remove}.
         """
         _, size = self._bodies.pop(queueId, (0, MAX_SPARE_SIZE + 1))
-        return self._changes.submit(_Removal(queueId, size <= MAX_SPARE_SIZE))
+        d = self._changes.submit(_Removal(queueId, size <= MAX_SPARE_SIZE))
+        return d.addCallback(lambda _: None)
 
     def changeManySync(
-        self, changes: list[tuple[Envelope, bytes, bytes] | _Removal]
-    ) -> list[BaseException | None]:
+        self, changes: list[tuple[Envelope, bytes] | _Removal]
+    ) -> list[int | BaseException | None]:
         """
         The blocking body of L{store} and L{remove}, for a batch: removals
         first (they need no sync: a removal lost in a crash means the
         message is delivered again, which at-least-once allows), then the
         stores, see L{storeManySync}.
         """
-        results: list[BaseException | None] = [None] * len(changes)
+        results: list[int | BaseException | None] = [None] * len(changes)
         stores = []
         for i, change in enumerate(changes):
             if isinstance(change, _Removal):
@@ -446,13 +488,15 @@ class Spool:
     def _loadOne(self, queueId: str, updated: bool) -> Envelope | None:
         path = self.messagePath(queueId)
         try:
-            envelope, body = readQueueFile(path)
+            envelope, body = readQueueFile(path, verify=True)
             if updated:
                 envelope = self._readUpdate(queueId)
         except QueueFileError as e:
             if not e.complete:
                 _log.info("queue: id={id} never acknowledged, removed: {e}", id=queueId, e=e)
-                os.unlink(path)
+                self._keepOrDelete(str(path), path.stat().st_size <= MAX_SPARE_SIZE)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.envelopePath(queueId))
                 return None
             # Keep the file for a human; never deliver what we cannot read.
             _log.error("queue: id={id} unreadable, kept aside as .bad: {e}", id=queueId, e=e)
