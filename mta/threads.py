@@ -99,25 +99,57 @@ class ParallelSync(Service):
     ) -> list[OSError | None]:
         """
         Call C{sync} on every descriptor, and C{os.fsync} on every directory
-        descriptor, all at once (blocking; on a worker thread).
+        descriptor, all at once, and wait for them (blocking; on a worker
+        thread).
 
         @return: per descriptor, then per directory, C{None} or the error
             its sync raised.
         """
+        box: list[list[OSError | None]] = []
+        finished = threading.Event()
 
-        def one(call: tuple[Callable[[int], None], int]) -> OSError | None:
-            try:
-                call[0](call[1])
-            except OSError as e:
-                return e
-            return None
+        def then(errors: list[OSError | None]) -> None:
+            box.append(errors)
+            finished.set()
 
+        self.syncAllThen(fds, sync, directories, then)
+        finished.wait()
+        return box[0]
+
+    def syncAllThen(
+        self,
+        fds: Sequence[int],
+        sync: Callable[[int], None],
+        directories: Sequence[int],
+        then: Callable[[list[OSError | None]], None],
+    ) -> None:
+        """
+        Like L{syncAll}, but return at once and call C{then} with the errors
+        once every sync is done: on the sync thread that finished last (or
+        on the calling thread, for a single sync or a serial pool).
+        C{then} must not raise; it is how a caller starts its next batch
+        while this one's syncs are still running.
+        """
         calls = [(sync, fd) for fd in fds] + [(os.fsync, fd) for fd in directories]
         if len(calls) < 2 or self.threads < 2:
-            return [one(call) for call in calls]
+            then([_syncOne(call) for call in calls])
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mta-sync")
-        return list(self._executor.map(one, calls))
+        errors: list[OSError | None] = [None] * len(calls)
+        remaining = [len(calls)]
+        lock = threading.Lock()
+
+        def run(i: int) -> None:
+            errors[i] = _syncOne(calls[i])
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            then(errors)
+
+        for i in range(len(calls)):
+            self._executor.submit(run, i)
 
     def stopService(self) -> None:
         super().stopService()
@@ -128,6 +160,16 @@ class ParallelSync(Service):
 
 #: Syncs one by one, on the calling thread (unit tests, admin command).
 SERIAL_SYNC = ParallelSync(1)
+
+
+def _syncOne(call: tuple[Callable[[int], None], int]) -> OSError | None:
+    sync, fd = call
+    try:
+        sync(fd)
+    except OSError as e:
+        return e
+    return None
+
 
 _Item = TypeVar("_Item")
 
@@ -228,25 +270,32 @@ class BatchingRunner(Generic[_Item, _T]):
         self._startBatch()
 
 
+#: How a L{CommitLoop}'s process hands over a batch's results, from any thread.
+Deliver = Callable[[list[_T | BaseException]], None]
+
+
 class CommitLoop(Generic[_Item, _T]):
     """
-    Group commit on one worker thread that keeps going while there is work.
+    Pipelined group commit on one worker thread.
 
-    Like L{BatchingRunner} with one batch at a time, except that the next
-    batch starts on the worker thread as soon as the last one is done,
-    with everything submitted meanwhile, instead of after a round trip
-    through the reactor: the reactor hands out the results of one batch
-    while the next is already being written.  This is what the queue's
-    writes, on which every "250 Ok" waits, go through.
+    Items submitted while a batch is being written wait for the next one.
+    C{process} is given a batch and a C{deliver} callable: it does the
+    batch's serial part (writing files) on the loop's thread, starts what
+    may overlap (the syncs, see L{ParallelSync.syncAllThen}) and returns;
+    whoever finishes the batch calls C{deliver} with one result per item,
+    from any thread.  The loop meanwhile writes the next batch, so one
+    batch's writes overlap the last one's syncs, and no batch waits for a
+    round trip through the reactor.  This is what the queue's writes, on
+    which every "250 Ok" waits, go through.
 
-    @ivar process: the blocking function given a list of items; it returns
-        one result per item, an exception instance for an item that failed.
+    C{process} either raises (before calling C{deliver}) or calls
+    C{deliver} exactly once.
     """
 
     def __init__(
         self,
         runner: IBlockingRunner,
-        process: Callable[[list[_Item]], list[_T | BaseException]],
+        process: Callable[[list[_Item], Deliver[_T]], None],
         callFromThread: Callable[..., object] | None = None,
         maxBatch: int = 256,
     ) -> None:
@@ -286,25 +335,24 @@ class CommitLoop(Generic[_Item, _T]):
                 if not batch:
                     self._running = False
                     return
+
+            def deliver(
+                results: list[_T | BaseException] | Failure,
+                batch: list[tuple[_Item, Deferred[_T]]] = batch,
+            ) -> None:
+                if self._callFromThread is None:
+                    _handOut(results, batch)
+                else:
+                    self._callFromThread(_handOut, results, batch)
+
             try:
-                results: list[_T | BaseException] | Failure = self.process(
-                    [item for item, _ in batch]
-                )
+                self.process([item for item, _ in batch], deliver)
             except BaseException:
-                results = Failure()
-            if self._callFromThread is None:
-                self._finished(results, batch)
-            else:
-                self._callFromThread(self._finished, results, batch)
+                deliver(Failure())
 
     def _crashed(self, failure: Failure) -> None:
         # Only if the runner itself failed: hand the error to everyone.
         with self._lock:
             batch, self._pending = self._pending, []
             self._running = False
-        self._finished(failure, batch)
-
-    def _finished(
-        self, results: list[_T | BaseException] | Failure, batch: list[tuple[_Item, Deferred[_T]]]
-    ) -> None:
-        _handOut(results, batch)
+        _handOut(failure, batch)

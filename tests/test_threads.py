@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mta.interfaces import IBlockingRunner
-from mta.threads import BatchingRunner, CommitLoop, ParallelSync, SynchronousRunner
+from mta.threads import BatchingRunner, CommitLoop, Deliver, ParallelSync, SynchronousRunner
 
 
 @implementer(IBlockingRunner)
@@ -103,12 +103,12 @@ class CommitLoopTests(SynchronousTestCase):
         handedOver: list[object] = []
         rest: list[Deferred[int]] = []
 
-        def process(items: list[int]) -> list[int | BaseException]:
+        def process(items: list[int], deliver: Deliver[int]) -> None:
             batches.append(items)
             if len(batches) == 1:
                 # Arrivals while the first batch is being written.
                 rest.extend(loop.submit(i) for i in (2, 3))
-            return [KeyError(i) if i == 3 else -i for i in items]
+            deliver([KeyError(i) if i == 3 else -i for i in items])
 
         def callFromThread(f: Callable[..., object], *args: object) -> None:
             handedOver.append(f)
@@ -136,15 +136,43 @@ class CommitLoopTests(SynchronousTestCase):
         """
         calls: list[list[int]] = []
 
-        def process(items: list[int]) -> list[int | BaseException]:
+        def process(items: list[int], deliver: Deliver[int]) -> None:
             calls.append(items)
             if len(calls) == 1:
                 raise OSError("disk gone")
-            return list(items)
+            deliver(list(items))
 
         loop: CommitLoop[int, int] = CommitLoop(SynchronousRunner(), process)
         self.failureResultOf(loop.submit(1), OSError)
         self.assertEqual(self.successResultOf(loop.submit(2)), 2)
+
+    def test_pipelined(self) -> None:
+        """
+        The loop takes the next batch as soon as C{process} returns, before
+        the last batch's results are in; each batch's results reach its own
+        items whenever they come, in any order.
+        """
+        runner = _HeldRunner()
+        delivers: list[Deliver[int]] = []
+        batches: list[list[int]] = []
+        rest: list[Deferred[int]] = []
+
+        def process(items: list[int], deliver: Deliver[int]) -> None:
+            batches.append(items)
+            delivers.append(deliver)
+            if len(batches) == 1:
+                rest.extend(loop.submit(i) for i in (2, 3))
+
+        loop: CommitLoop[int, int] = CommitLoop(runner, process, lambda f, *a: f(*a))
+        first = loop.submit(1)
+        runner.release()
+        self.assertEqual(batches, [[1], [2, 3]])
+        self.assertNoResult(first)
+        delivers[1]([20, 30])
+        self.assertEqual([self.successResultOf(d) for d in rest], [20, 30])
+        self.assertNoResult(first)
+        delivers[0]([10])
+        self.assertEqual(self.successResultOf(first), 10)
 
 
 class ParallelSyncTests(SynchronousTestCase):
@@ -190,3 +218,32 @@ class ParallelSyncTests(SynchronousTestCase):
             self.assertIsNone(results[0])
             self.assertIsInstance(results[1], OSError)
             self.assertIsNone(results[2])
+
+    def test_syncAllThen(self) -> None:
+        """
+        syncAllThen returns while the syncs are under way and calls back once,
+        with the errors of the files and then of the directories, when the
+        last of them is done.
+        """
+        sync = ParallelSync(3)
+        self.addCleanup(sync.stopService)
+        go = threading.Event()
+        called: list[list[OSError | None]] = []
+        done = threading.Event()
+
+        def heldSync(fd: int) -> None:
+            go.wait(10)
+
+        def then(errors: list[OSError | None]) -> None:
+            called.append(errors)
+            done.set()
+
+        folder = os.open(self.mktemp().rpartition(os.sep)[0] or ".", os.O_RDONLY)
+        self.addCleanup(os.close, folder)
+        sync.syncAllThen(self.fds(2), heldSync, [folder, 999_999], then)
+        self.assertEqual(called, [])
+        go.set()
+        self.assertTrue(done.wait(10))
+        [errors] = called
+        self.assertEqual(errors[:3], [None, None, None])
+        self.assertIsInstance(errors[3], OSError)

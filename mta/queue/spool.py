@@ -99,14 +99,15 @@ def newQueueId() -> str:
     return _encode(micros, 10) + _encode((n << 16) | secrets.randbits(16), 6)
 
 
-def _writeFile(path: Path | str, *parts: bytes, create: bool = True) -> int:
+def _writeFile(path: Path | str, *parts: bytes, truncate: bool | None = None) -> int:
     """
     Create C{path} holding C{parts} one after the other, not yet synced.
 
-    @param create: if false, C{path} exists and is overwritten in place
-        (and cut to the new length).
+    @param truncate: if not C{None}, C{path} exists and is overwritten in
+        place, and if true (it was longer) cut to the new length.
     @return: the open descriptor, for L{_syncAndClose}.
     """
+    create = truncate is None
     flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
     fd = os.open(path, flags, 0o600)
     try:
@@ -116,7 +117,7 @@ def _writeFile(path: Path | str, *parts: bytes, create: bool = True) -> int:
             parts = (b"".join(parts),)
         for part in parts:
             writeAll(fd, part)
-        if not create:
+        if truncate:
             os.ftruncate(fd, size)
     except BaseException:
         os.close(fd)
@@ -151,7 +152,8 @@ _MAX_HEADER = 128
 
 
 def _encodeEnvelope(envelope: Envelope) -> bytes:
-    return json.dumps(envelope.toJSON(), indent=1).encode()
+    # Compact, on one line: the C encoder (indenting takes the slow one).
+    return json.dumps(envelope.toJSON(), separators=(",", ":")).encode()
 
 
 def queueFileHead(envelope: Envelope, data: bytes) -> bytes:
@@ -210,10 +212,10 @@ def readQueueFile(path: Path, verify: bool = False) -> tuple[Envelope, MessageBo
             raise QueueFileError(f"{path.name}: bad header line {line[:60]!r}") from None
         offset = len(line) + envelopeSize + 1
         fileSize = os.fstat(f.fileno()).st_size
-        if fileSize < offset + messageSize or (not verify and fileSize != offset + messageSize):
+        if fileSize < offset + messageSize:
             raise QueueFileError(
                 f"{path.name}: {fileSize} bytes, the header says {offset + messageSize}",
-                complete=fileSize > offset + messageSize,
+                complete=False,
             )
         if verify:
             if queueId != path.name.rpartition(".")[0]:
@@ -237,7 +239,10 @@ class _Removal(NamedTuple):
     """
 
     queueId: str
-    reusable: bool
+    #: The queue file's size, if it is small enough to keep as a spare.
+    spareSize: int | None
+    #: Whether an updated envelope may lie beside it.
+    updated: bool
 
 
 @implementer(ISpool)
@@ -268,13 +273,15 @@ class Spool:
         self._bodies: dict[str, tuple[int, int]] = {}
         # Queue files to reuse; only the serial batcher's thread (or
         # loadSync, before it starts) touches this.
-        self._spares: list[str] = []
+        self._spares: list[tuple[str, int]] = []
+        # Messages with an updated envelope beside them.
+        self._updated: set[str] = set()
         # Every change to the queue folder goes through this one serial
         # loop: when a batch's data syncs are done, nothing else has touched
         # the folder since, so the folder's own fsync that follows costs no
         # second commit.
         self._changes: CommitLoop[tuple[Envelope, bytes] | _Removal, int | None] = CommitLoop(
-            runner, self.changeManySync, callFromThread
+            runner, self.changeMany, callFromThread
         )
 
     def messagePath(self, queueId: str) -> Path:
@@ -322,13 +329,33 @@ class Spool:
 
     def storeManySync(self, items: list[tuple[Envelope, bytes]]) -> list[int | BaseException]:
         """
+        Store messages and wait for their syncs (blocking); see L{storeMany}.
+        """
+        box: list[list[int | BaseException]] = []
+        finished = threading.Event()
+
+        def deliver(results: list[int | BaseException]) -> None:
+            box.append(results)
+            finished.set()
+
+        self.storeMany(items, deliver)
+        finished.wait()
+        return box[0]
+
+    def storeMany(
+        self,
+        items: list[tuple[Envelope, bytes]],
+        deliver: Callable[[list[int | BaseException]], None],
+    ) -> None:
+        """
         The blocking body of L{store}, for a batch of messages: write every
-        file under its final name, then sync them all and the folder, at
-        once.
+        file under its final name, then start the syncs of them all and of
+        the folder, at once, and return; C{deliver} gets the results when
+        the syncs are done, from the thread that finished them.
 
         @param items: C{(envelope, message)} per message.
-        @return: per message, where its message starts in its file, or the
-            error that kept it out.
+        @param deliver: called with, per message, where its message starts
+            in its file, or the error that kept it out.
         """
         results: list[int | BaseException] = []
         written: list[tuple[int, int]] = []
@@ -339,23 +366,27 @@ class Spool:
                 results.append(len(head))
             except OSError as e:
                 results.append(e)
-        folder = openDirectory(self.path)
         try:
-            # fdatasync flushes the data and the size, all a queue file needs.
-            *errors, folderError = self._sync.syncAll(
-                [fd for _, fd in written], os.fdatasync, directories=[folder]
-            )
-        finally:
+            folder = openDirectory(self.path)
+        except OSError as e:
+            for _, fd in written:
+                os.close(fd)
+            deliver([e] * len(items))
+            return
+
+        def synced(errors: list[OSError | None]) -> None:
             os.close(folder)
-        for (i, fd), error in zip(written, errors, strict=True):
-            os.close(fd)
-            if error is not None:
-                results[i] = error
-                with contextlib.suppress(OSError):
-                    os.unlink(self.messagePath(items[i][0].queueId))
-        if folderError is not None:
-            return [folderError] * len(items)
-        return results
+            *fileErrors, folderError = errors
+            for (i, fd), error in zip(written, fileErrors, strict=True):
+                os.close(fd)
+                if error is not None:
+                    results[i] = error
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.messagePath(items[i][0].queueId))
+            deliver(results if folderError is None else [folderError] * len(items))
+
+        # fdatasync flushes the data and the size, all a queue file needs.
+        self._sync.syncAllThen([fd for _, fd in written], os.fdatasync, [folder], synced)
 
     def _writeOne(self, queueId: str, head: bytes, data: bytes) -> int:
         """
@@ -366,10 +397,11 @@ class Spool:
         @return: the open descriptor.
         """
         final = self.messagePath(queueId)
+        size = len(head) + len(data)
         while self._spares:
-            spare = self._spares.pop()
+            spare, spareSize = self._spares.pop()
             try:
-                fd = _writeFile(spare, head, data, create=False)
+                fd = _writeFile(spare, head, data, truncate=spareSize > size)
             except FileNotFoundError:
                 continue
             except OSError:
@@ -387,6 +419,7 @@ class Spool:
         return _writeFile(final, head, data)
 
     def _commitEnvelope(self, envelope: Envelope) -> None:
+        self._updated.add(envelope.queueId)
         final = self.envelopePath(envelope.queueId)
         tmp = final.with_suffix(".tmp")
         _writeSynced(tmp, _encodeEnvelope(envelope))
@@ -403,61 +436,83 @@ class Spool:
         """
         Delete message and envelope; see L{ISpool.remove}.
         """
-        _, size = self._bodies.pop(queueId, (0, MAX_SPARE_SIZE + 1))
-        d = self._changes.submit(_Removal(queueId, size <= MAX_SPARE_SIZE))
-        return d.addCallback(lambda _: None)
+        where = self._bodies.pop(queueId, None)
+        fileSize = None if where is None else sum(where)
+        if fileSize is not None and fileSize > MAX_SPARE_SIZE:
+            fileSize = None
+        removal = _Removal(queueId, fileSize, queueId in self._updated)
+        self._updated.discard(queueId)
+        return self._changes.submit(removal).addCallback(lambda _: None)
 
-    def changeManySync(
-        self, changes: list[tuple[Envelope, bytes] | _Removal]
-    ) -> list[int | BaseException | None]:
+    def changeMany(
+        self,
+        changes: list[tuple[Envelope, bytes] | _Removal],
+        deliver: Callable[[list[int | BaseException | None]], None],
+    ) -> None:
         """
         The blocking body of L{store} and L{remove}, for a batch: removals
         first (they need no sync: a removal lost in a crash means the
         message is delivered again, which at-least-once allows), then the
-        stores, see L{storeManySync}.
+        stores, see L{storeMany}; C{deliver} gets the results.
         """
         results: list[int | BaseException | None] = [None] * len(changes)
         stores = []
         for i, change in enumerate(changes):
             if isinstance(change, _Removal):
                 try:
-                    self.removeSync(change.queueId, change.reusable)
+                    self.removeSync(change.queueId, change.spareSize, change.updated)
                 except OSError as e:
                     results[i] = e
             else:
                 stores.append((i, change))
-        if stores:
-            stored = self.storeManySync([change for _, change in stores])
-            for (i, _), result in zip(stores, stored, strict=True):
-                results[i] = result
-        return results
+        if not stores:
+            deliver(results)
+            return
 
-    def removeSync(self, queueId: str, reusable: bool = False) -> None:
+        def stored(storeResults: list[int | BaseException]) -> None:
+            for (i, _), result in zip(stores, storeResults, strict=True):
+                results[i] = result
+            deliver(results)
+
+        self.storeMany([change for _, change in stores], stored)
+
+    def removeSync(self, queueId: str, spareSize: int | None = None, updated: bool = True) -> None:
         """
         Remove one message (blocking).  The message goes first: should we
         crash in between, the envelope left alone is swept at start-up.
 
-        @param reusable: whether the queue file is small enough to be kept
-            as a spare (if there is room for one).
+        @param spareSize: the queue file's size, if it is small enough to
+            be kept as a spare (if there is room for one).
+        @param updated: whether an updated envelope may lie beside it.
         """
         with contextlib.suppress(FileNotFoundError):
-            self._keepOrDelete(str(self.messagePath(queueId)), reusable)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.envelopePath(queueId))
+            self._keepOrDelete(str(self.messagePath(queueId)), spareSize)
+        if updated:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.envelopePath(queueId))
 
-    def _keepOrDelete(self, path: str, reusable: bool = True) -> None:
+    def _keepOrDelete(self, path: str, size: int | None) -> None:
         """
         Keep the file C{path} as a spare, if there is room, else delete it.
         Spares are named after the message they last held, so names never
         collide.
+
+        @param size: the file's size, or C{None} if it is too large to keep.
         """
-        if reusable and len(self._spares) < MAX_SPARES:
+        if size is not None and len(self._spares) < MAX_SPARES:
             spare = path.removesuffix(".msg").removesuffix(".spare") + ".spare"
             if spare != path:
                 os.rename(path, spare)
-            self._spares.append(spare)
+            self._spares.append((spare, size))
         else:
             os.unlink(path)
+
+    def _keepOrDeleteFound(self, path: Path) -> None:
+        """
+        L{_keepOrDelete} for a file found at start-up, of unknown size.
+        """
+        size = path.stat().st_size
+        self._keepOrDelete(str(path), size if size <= MAX_SPARE_SIZE else None)
 
     def load(self) -> Deferred[list[Envelope]]:
         """
@@ -478,9 +533,11 @@ class Spool:
                 # A half-made update, or what a removal left.
                 os.unlink(self.path / name)
             elif suffix == "spare":
-                self._keepOrDelete(str(self.path / name))
+                self._keepOrDeleteFound(self.path / name)
             elif suffix == "msg":
                 envelope = self._loadOne(stem, f"{stem}.env" in names)
+                if f"{stem}.env" in names:
+                    self._updated.add(stem)
                 if envelope is not None:
                     envelopes.append(envelope)
         return envelopes
@@ -494,7 +551,7 @@ class Spool:
         except QueueFileError as e:
             if not e.complete:
                 _log.info("queue: id={id} never acknowledged, removed: {e}", id=queueId, e=e)
-                self._keepOrDelete(str(path), path.stat().st_size <= MAX_SPARE_SIZE)
+                self._keepOrDeleteFound(path)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.envelopePath(queueId))
                 return None
