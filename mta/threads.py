@@ -9,16 +9,18 @@ the pool starts and stops with the service tree.
 
 from __future__ import annotations
 
+import functools
 import os
+import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
@@ -26,6 +28,8 @@ from zope.interface import implementer
 from mta.interfaces import IBlockingRunner
 
 _T = TypeVar("_T")
+
+_log = Logger(namespace="mta.threads")
 
 
 @implementer(IBlockingRunner)
@@ -89,7 +93,9 @@ class ParallelSync(Service):
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self._executor: ThreadPoolExecutor | None = None
+        # Work for the sync threads, started on first use; None stops one.
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
 
     def syncAll(
         self,
@@ -134,8 +140,8 @@ class ParallelSync(Service):
         if len(calls) < 2 or self.threads < 2:
             then([_syncOne(call) for call in calls])
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="mta-sync")
+        if not self._workers:
+            self._startWorkers()
         errors: list[OSError | None] = [None] * len(calls)
         remaining = [len(calls)]
         lock = threading.Lock()
@@ -149,13 +155,29 @@ class ParallelSync(Service):
             then(errors)
 
         for i in range(len(calls)):
-            self._executor.submit(run, i)
+            self._work.put(functools.partial(run, i))
+
+    def _startWorkers(self) -> None:
+        # Plain threads on a SimpleQueue: a sync costs one queue hand-off,
+        # without the futures and locks of a ThreadPoolExecutor.
+        for n in range(self.threads):
+            worker = threading.Thread(target=self._serve, name=f"mta-sync-{n}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def _serve(self) -> None:
+        while (task := self._work.get()) is not None:
+            try:
+                task()
+            except BaseException:
+                # A broken callback must not take the thread with it.
+                _log.failure("sync thread: task failed")
 
     def stopService(self) -> None:
         super().stopService()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        for _ in self._workers:
+            self._work.put(None)
+        self._workers = []
 
 
 #: Syncs one by one, on the calling thread (unit tests, admin command).
