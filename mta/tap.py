@@ -54,7 +54,7 @@ _log = Logger(namespace="mta")
 DIRECTORY_RELOAD_INTERVAL = 1.0
 #: How long a batch of local deliveries may wait for company (see
 #: L{MaildirStore}); well inside "delivered within a second".
-DELIVERY_LINGER = 0.02
+DELIVERY_LINGER = 0.005
 #: Allocations between two collections of the youngest generation (the
 #: interpreter's default is 700).
 GC_THRESHOLD = 10_000
