@@ -15,7 +15,8 @@ final name, then fdatasyncs it and fsyncs the folder, both at once; only
 when both are done does its Deferred fire and the server say 250, so a
 crash at any moment loses nothing that was accepted.  Concurrent stores
 are batched (L{CommitLoop}): all files of a batch are written before any
-is synced, and the batch waits for one round of syncs, not two.
+is synced, the batch waits for one round of syncs, not two, and the next
+batch is written while this one's syncs run.
 
 A file is named C{.msg} before it is synced, so a crash can leave a
 C{.msg} that is cut short, holds a mix of old and new bytes, or still
@@ -30,10 +31,11 @@ rename) beside the message as C{<id>.env}, and wins over the one inside.
 Queue files are recycled.  A delivered message's file is not deleted but
 renamed C{<n>.spare} (up to L{MAX_SPARES} of them, each at most
 L{MAX_SPARE_SIZE}), and the next message is written over a spare and
-renamed C{<id>.msg}.  Accepting mail then allocates no inode and frees no blocks: on ext4, creating a file scans past
-every recently deleted inode of its block group (without a journal), and
-freeing blocks costs a discard on SSD-backed mounts; the queue churns
-through a file per message, so both costs grew with the load.  A spare
+renamed C{<id>.msg}.  Accepting mail then allocates no inode and frees
+no blocks: on ext4, creating a file scans past every recently deleted
+inode of its block group (without a journal), and freeing blocks costs a
+discard on SSD-backed mounts; the queue churns through a file per
+message, so both costs grew with the load.  A spare
 holds an old message until it is reused; it is as private as the queue
 (mode 0600 in a 0700 folder).
 
