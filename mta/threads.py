@@ -111,16 +111,7 @@ class ParallelSync(Service):
         @return: per descriptor, then per directory, C{None} or the error
             its sync raised.
         """
-        box: list[list[OSError | None]] = []
-        finished = threading.Event()
-
-        def then(errors: list[OSError | None]) -> None:
-            box.append(errors)
-            finished.set()
-
-        self.syncAllThen(fds, sync, directories, then)
-        finished.wait()
-        return box[0]
+        return waitForCallback(lambda then: self.syncAllThen(fds, sync, directories, then))
 
     def syncAllThen(
         self,
@@ -182,6 +173,25 @@ class ParallelSync(Service):
 
 #: Syncs one by one, on the calling thread (unit tests, admin command).
 SERIAL_SYNC = ParallelSync(1)
+
+
+def waitForCallback(start: Callable[[Callable[[_T], None]], None]) -> _T:
+    """
+    Call C{start} with a callback and block until that callback has been
+    called, from any thread (a worker thread or the admin command only).
+
+    @return: what the callback was given.
+    """
+    box: list[_T] = []
+    finished = threading.Event()
+
+    def callback(result: _T) -> None:
+        box.append(result)
+        finished.set()
+
+    start(callback)
+    finished.wait()
+    return box[0]
 
 
 def _syncOne(call: tuple[Callable[[int], None], int]) -> OSError | None:

@@ -73,7 +73,7 @@ from mta.envelope import Envelope
 from mta.fileutil import fsyncDirectory, openDirectory, writeAll
 from mta.interfaces import IBlockingRunner, ISpool
 from mta.message import MessageBody
-from mta.threads import SERIAL_SYNC, CommitLoop, ParallelSync
+from mta.threads import SERIAL_SYNC, CommitLoop, ParallelSync, waitForCallback
 
 _log = Logger(namespace="mta.queue")
 
@@ -333,16 +333,7 @@ class Spool:
         """
         Store messages and wait for their syncs (blocking); see L{storeMany}.
         """
-        box: list[list[int | BaseException]] = []
-        finished = threading.Event()
-
-        def deliver(results: list[int | BaseException]) -> None:
-            box.append(results)
-            finished.set()
-
-        self.storeMany(items, deliver)
-        finished.wait()
-        return box[0]
+        return waitForCallback(lambda deliver: self.storeMany(items, deliver))
 
     def storeMany(
         self,
