@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mta.interfaces import IAccount, IBlockingRunner, IUserDirectory
+from mta.logs import logLine
 from mta.protocol import isLoopback
 
 _log = Logger()
@@ -400,7 +401,8 @@ class Authenticator:
 
     @staticmethod
     def _logResult(fields: dict[str, str], result: str) -> None:
-        _log.info(
+        logLine(
+            _log,
             "login: proto={proto} user={user} ip={ip} result={result}",
             result=result,
             **fields,

@@ -84,6 +84,9 @@ class Router:
         target = self._targets[kind]
         if target is None:
             return succeed({r: S451_NO_RELAY for r in recipients})
+        if len(recipients) == len(envelope.pending):
+            # The common case: one route for every pending recipient.
+            return target.deliver(envelope, body)
         # Each target sees only its own recipients as pending.
         mine = set(recipients)
         part = replace(

@@ -51,6 +51,9 @@ class LocalDelivery:
         Store one copy per pending recipient; see L{IDeliveryTarget.deliver}.
         """
         pending = envelope.pending
+        if len(pending) == 1:
+            [only] = pending
+            return self._deliverOne(envelope, only, body).addCallback(lambda reply: {only: reply})
         ds = [self._deliverOne(envelope, r, body) for r in pending]
         d = DeferredList(ds, consumeErrors=True)
         return d.addCallback(

@@ -56,6 +56,7 @@ from mta.auth import (
 )
 from mta.config import LimitsConfig
 from mta.interfaces import IMailbox, IMessageStore, StoredMessage
+from mta.logs import logLine
 from mta.protocol import LineCommandProtocol
 from mta.tls import TLSContextHolder, tlsVersion
 
@@ -339,7 +340,8 @@ class POP3Server(LineCommandProtocol[POP3Reply]):
         super().connectionLost(reason)
         self._releaseDrain()
         if self.user:
-            _log.info(
+            logLine(
+                _log,
                 "pop3: user={user} ip={ip} tls={tls} retr={retr} dele={dele} end={end}",
                 user=self.user,
                 ip=self.peer or "-",

@@ -31,6 +31,7 @@ from zope.interface import implementer
 from mta.envelope import Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
+from mta.logs import logLine
 from mta.message import MessageBody
 from mta.queue.spool import newQueueId
 
@@ -236,7 +237,8 @@ class QueueManager(Service):
             state = "failed"
         else:
             state = "pending"
-        _log.info(
+        logLine(
+            _log,
             "delivery: id={id} to=<{to}> orig=<{orig}> status={status} delay={delay:.2f}s "
             "attempts={n} reply={reply}",
             id=envelope.queueId,
@@ -266,7 +268,7 @@ class QueueManager(Service):
             return self._spool.remove(queueId)
         if not envelope.pending:
             self.items.pop(queueId, None)
-            _log.info("queue: id={id} removed", id=queueId)
+            logLine(_log, "queue: id={id} removed", id=queueId)
             return self._spool.remove(queueId)
         attempts = max(r.attempts for r in envelope.pending)
         delay = self._schedule[min(attempts, len(self._schedule)) - 1]

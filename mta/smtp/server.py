@@ -34,6 +34,7 @@ from mta.config import LimitsConfig
 from mta.envelope import Address, AddressError, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IMessageSink, IUserDirectory
+from mta.logs import logLine
 from mta.policy.relayaccess import RelayPolicy
 from mta.protocol import LineCommandProtocol, isLoopback
 from mta.smtp import replies as R
@@ -578,7 +579,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
         return reply
 
     def _logTransaction(self, t: Transaction, size: int, reply: Reply) -> None:
-        _log.info(
+        logLine(
+            _log,
             "smtp: id={id} from=<{sender}> to={to} ip={ip} helo={helo} tls={tls} "
             "auth={auth} size={size} result={result}",
             id=t.queueId,
@@ -593,7 +595,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
         )
 
     def _logReject(self, sender: Address, rcpt: Address | None, reply: Reply) -> None:
-        _log.info(
+        logLine(
+            _log,
             "smtp: reject from=<{sender}> to=<{to}> ip={ip} helo={helo} auth={auth} result={result}",
             sender=sender,
             to=rcpt if rcpt is not None else "",

@@ -507,24 +507,21 @@ class MaildirStore:
         @return: per delivery, the uid or the error.
         """
         results: list[str | BaseException] = []
-        written: list[tuple[int, int, str, str, str]] = []
+        written: list[tuple[int, int, str, str, str, int]] = []
         for i, item in enumerate(items):
             try:
-                fd, name, tmpPath, folderDir = self._writeTemporary(*item)
-                written.append((i, fd, name, tmpPath, folderDir))
+                fd, name, tmpPath, folderDir, size = self._writeTemporary(*item)
+                written.append((i, fd, name, tmpPath, folderDir, size))
                 results.append("")
             except (OSError, ValueError) as e:
                 results.append(e)
         newDirs: dict[str, list[int]] = {}
-        errors = self._sync.syncAll([fd for _, fd, _, _, _ in written])
-        for (i, fd, name, tmpPath, folderDir), error in zip(written, errors, strict=True):
+        errors = self._sync.syncAll([fd for _, fd, _, _, _, _ in written])
+        for (i, fd, name, tmpPath, folderDir, size), error in zip(written, errors, strict=True):
             try:
-                try:
-                    if error is not None:
-                        raise error
-                    size = os.fstat(fd).st_size
-                finally:
-                    os.close(fd)
+                os.close(fd)
+                if error is not None:
+                    raise error
                 uid = f"{name},S={size}"
                 newDir = os.path.join(folderDir, "new")
                 os.rename(tmpPath, os.path.join(newDir, uid))
@@ -543,11 +540,11 @@ class MaildirStore:
 
     def _writeTemporary(
         self, user: str, body: MessageBody, prefix: bytes, folder: str
-    ) -> tuple[int, str, str, str]:
+    ) -> tuple[int, str, str, str, int]:
         """
         Create the message in C{tmp/}, not yet synced.
 
-        @return: C{(fd, unique name, tmp path, folder path)}.
+        @return: C{(fd, unique name, tmp path, folder path, size)}.
         """
         userDir = userDirectory(self.mailRoot, user)
         folderDir = folderDirectory(userDir, folder)
@@ -558,12 +555,12 @@ class MaildirStore:
             self._known.add(folderDir)
             fd, name, tmpPath = self._openTemporary(folderDir)
         try:
-            _copyInto(fd, prefix, body)
+            size = _copyInto(fd, prefix, body)
         except BaseException:
             os.close(fd)
             _unlinkQuietly(tmpPath)
             raise
-        return fd, name, tmpPath, str(folderDir)
+        return fd, name, tmpPath, str(folderDir), size
 
 
 __all__ = [
