@@ -4,7 +4,9 @@ Tests for L{mta.logs}.
 
 from __future__ import annotations
 
-from twisted.logger import Logger, LogLevel, formatEvent
+from typing import cast
+
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta.logs import logLine
@@ -17,7 +19,7 @@ class LogLineTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.events: list[dict[str, object]] = []
-        self.log = Logger(namespace="mta.test", observer=self.events.append)
+        self.log = Logger(namespace="mta.test", observer=cast(ILogObserver, self.events.append))
 
     def test_text(self) -> None:
         """
