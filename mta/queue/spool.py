@@ -57,7 +57,7 @@ import contextlib
 import itertools
 import json
 import os
-import secrets
+import random
 import threading
 import time
 import zlib
@@ -80,6 +80,9 @@ _log = Logger(namespace="mta.queue")
 _ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXYZbcdfghjklmnpqrstvwxyz"
 _counter = itertools.count()
 _counterLock = threading.Lock()
+# Seeded from os.urandom once: the random part only keeps ids of two
+# processes apart, so it need not cost a getrandom() call per message.
+_random = random.Random()
 
 
 def _encode(n: int, width: int) -> str:
@@ -98,7 +101,7 @@ def newQueueId() -> str:
     with _counterLock:
         n = next(_counter)
     micros = time.time_ns() // 1000
-    return _encode(micros, 10) + _encode((n << 16) | secrets.randbits(16), 6)
+    return _encode(micros, 10) + _encode((n << 16) | _random.getrandbits(16), 6)
 
 
 def _writeFile(path: Path | str, *parts: bytes, truncate: bool | None = None) -> int:

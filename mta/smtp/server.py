@@ -52,6 +52,23 @@ MAX_HOPS = 50
 SaslStep = Callable[[bytes], "Reply | Deferred[Any] | None"]
 
 
+#: The last Date-header text made, and the second it is for.
+_lastDate: tuple[int, str] = (-1, "")
+
+
+def _headerDate(seconds: float) -> str:
+    """
+    @return: C{seconds} as an RFC 5322 date in local time, made once per
+        second (C{email.utils.formatdate} is slow enough to show up in a
+        profile of a busy server).
+    """
+    global _lastDate
+    whole = int(seconds)
+    if _lastDate[0] != whole:
+        _lastDate = (whole, email.utils.formatdate(whole, localtime=True))
+    return _lastDate[1]
+
+
 class Mode(enum.Enum):
     """
     What a listener is for.
@@ -554,7 +571,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         tls = tlsVersion(self.transport) if self.tlsActive else ""
         using = f" (using {tls})" if tls else ""
         forClause = f"\r\n\tfor <{t.recipients[0].original}>" if t.rcptCount == 1 else ""
-        date = email.utils.formatdate(self.clock.seconds(), localtime=True)
+        date = _headerDate(self.clock.seconds())
         host = self.factory.hostname
         trace = (
             f"Received: from {self.heloName} ([{self.peer}]){using}\r\n"
