@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_envelope -*-
+# -*- test-case-name: tests.test_smtpserver -*-
 """
 Failures that carry the reply a peer should see.
 
@@ -10,6 +10,7 @@ them; the SMTP server turns them into replies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,12 @@ class Reply:
 
         @return: the reply, each line ending in CRLF.
         """
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> bytes:
+        # Most replies are module-level constants sent over and over:
+        # render each once.
         parts = self.lines()
         last = len(parts) - 1
         out = []
