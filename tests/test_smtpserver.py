@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from mta.config import LimitsConfig
 from mta.directory.memory import MemoryDirectory
 from mta.policy.relayaccess import RelayPolicy
-from mta.smtp.server import Mode, SMTPFactory, parsePath
+from mta.smtp.server import Mode, SMTPFactory, _headerDate, parsePath
 from mta.testing.fakes import RecordingSink
 
 REMOTE = IPv4Address("TCP", "192.0.2.7", 40000)
@@ -313,3 +313,19 @@ class ParsePathTests(SynchronousTestCase):
             parsePath("FROM:<> SIZE=10 body=8bitmime", "FROM")[1],
             {"SIZE": "10", "BODY": "8bitmime"},
         )
+
+
+class HeaderDateTests(SynchronousTestCase):
+    """
+    L{_headerDate} is C{email.utils.formatdate} in local time, made once a
+    second.
+    """
+
+    def test_matchesFormatdate(self) -> None:
+        """
+        Every second gets its own date; within a second, the same one.
+        """
+        import email.utils
+
+        for t in (1_700_000_000.0, 1_700_000_000.9, 1_700_000_001.2, 1_600_000_000.0):
+            self.assertEqual(_headerDate(t), email.utils.formatdate(int(t), localtime=True))
