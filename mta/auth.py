@@ -6,7 +6,8 @@ Passwords are kept only as argon2id hashes (L{hashPassword},
 L{verifyPassword}).  A login goes through twisted.cred: the
 L{DirectoryChecker} checks a password against the L{IUserDirectory} on an
 L{IBlockingRunner} (argon2 is slow on purpose and must never run on the
-reactor thread), and the L{AccountRealm} hands out an L{IAccount}.
+reactor thread), after asking the directory to pick up any change to its
+files, and the L{AccountRealm} hands out an L{IAccount}.
 
 L{Authenticator} is what the protocols call.  It adds the per-address
 L{LoginThrottle} (failures are answered more and more slowly, then refused
@@ -144,18 +145,29 @@ class DirectoryChecker:
             with L{UnauthorizedLogin}.
         """
         address = _text(credentials.username).lower()
-        stored = self._directory.passwordHash(address)
-        d = self._runner.run(
-            verifyPassword,
-            stored if stored is not None else self._dummyHash,
-            credentials.password,
-        )
-        d.addCallback(self._checked, address, stored is not None)
+        d = self._runner.run(self._verify, address, credentials.password)
+        d.addCallback(self._checked, address)
         return d
 
+    def _verify(self, address: str, password: str | bytes) -> bool:
+        """
+        On the runner's thread: pick up a change to the directory files (a
+        stat of each, unless they changed), then check the password.
+
+        Reloading here rather than only on a timer is what lets a user log
+        in the moment C{mta user add} returns, and stops a deleted user or
+        an old password at once.
+
+        @return: whether C{address} is a user and C{password} is theirs.
+        """
+        self._directory.reloadIfChanged()
+        stored = self._directory.passwordHash(address)
+        matched = verifyPassword(stored if stored is not None else self._dummyHash, password)
+        return matched and stored is not None
+
     @staticmethod
-    def _checked(matched: bool, address: str, known: bool) -> str:
-        if matched and known:
+    def _checked(matched: bool, address: str) -> str:
+        if matched:
             return address
         raise UnauthorizedLogin(_FAILED)
 

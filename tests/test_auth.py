@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from argon2 import PasswordHasher
@@ -21,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from mta import auth
 from mta.auth import (
     DUMMY_HASH,
     LOGIN_PASSWORD_PROMPT,
@@ -38,6 +40,7 @@ from mta.auth import (
     plaintextAllowed,
     verifyPassword,
 )
+from mta.directory.files import FileDirectory
 from mta.directory.memory import MemoryDirectory
 from mta.interfaces import IAccount, IBlockingRunner
 from mta.threads import SynchronousRunner
@@ -64,6 +67,48 @@ class RecordingRunner:
     def run(self, f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
         self.calls.append((f, args))
         return SynchronousRunner().run(f, *args, **kwargs)
+
+
+@implementer(IBlockingRunner)
+class PendingRunner:
+    """
+    An L{IBlockingRunner} that runs nothing until told to, like a busy pool.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[Any], Callable[[], Any]]] = []
+
+    def run(self, f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
+        d: Deferred[_T] = Deferred()
+        self.pending.append((d, lambda: f(*args, **kwargs)))
+        return d
+
+    def runAll(self) -> None:
+        """
+        Run what was queued, firing each Deferred with its result.
+        """
+        pending, self.pending = self.pending, []
+        for d, call in pending:
+            d.callback(call())
+
+
+class ReloadingDirectory(MemoryDirectory):
+    """
+    A directory in which alice appears only once it is reloaded, as in a
+    server whose files were just changed by C{mta user add}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(["example.com"])
+        self.reloads = 0
+
+    def reloadIfChanged(self) -> bool:
+        """
+        Take in alice, as if the users file had gained her line.
+        """
+        self.reloads += 1
+        self.addUser("alice@example.com", ALICE_HASH)
+        return True
 
 
 def makeDirectory() -> MemoryDirectory:
@@ -122,6 +167,19 @@ class DirectoryCheckerTests(SynchronousTestCase):
     def check(self, user: bytes, password: bytes) -> Deferred[Any]:
         return self.checker.requestAvatarId(UsernamePassword(user, password))
 
+    def recordVerifications(self) -> list[tuple[str, str | bytes]]:
+        """
+        @return: a list that gets the (hash, password) of every verification.
+        """
+        calls: list[tuple[str, str | bytes]] = []
+
+        def recording(hash: str, password: str | bytes) -> bool:
+            calls.append((hash, password))
+            return verifyPassword(hash, password)
+
+        self.patch(auth, "verifyPassword", recording)
+        return calls
+
     def test_interface(self) -> None:
         """The checker provides ICredentialsChecker."""
         self.assertTrue(verifyObject(ICredentialsChecker, self.checker))
@@ -132,11 +190,36 @@ class DirectoryCheckerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), "alice@example.com")
 
     def test_verifiesOnRunner(self) -> None:
-        """Hash verification goes through the blocking runner."""
-        self.check(b"alice@example.com", b"correct horse")
-        [(f, args)] = self.runner.calls
-        self.assertIs(f, verifyPassword)
-        self.assertEqual(args, (ALICE_HASH, b"correct horse"))
+        """Reading the hash and verifying it happen on the blocking runner, not before."""
+        verified = self.recordVerifications()
+        pending = PendingRunner()
+        checker = DirectoryChecker(makeDirectory(), pending, CHEAP_DUMMY)
+        d = checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"correct horse"))
+        self.assertNoResult(d)
+        self.assertEqual(verified, [])
+        pending.runAll()
+        self.assertEqual(verified, [(ALICE_HASH, b"correct horse")])
+        self.assertEqual(self.successResultOf(d), "alice@example.com")
+
+    def test_reloadsBeforeReading(self) -> None:
+        """A user the directory only knows after a reload logs in at once."""
+        directory = ReloadingDirectory()
+        checker = DirectoryChecker(directory, self.runner, CHEAP_DUMMY)
+        d = checker.requestAvatarId(UsernamePassword(b"alice@example.com", b"correct horse"))
+        self.assertEqual(self.successResultOf(d), "alice@example.com")
+        self.assertEqual(directory.reloads, 1)
+
+    def test_deletedUserRefusedAtOnce(self) -> None:
+        """A user gone from the files fails on the next login, without waiting for a timer."""
+        dataDir = Path(self.mktemp())
+        admin = FileDirectory(dataDir, ["example.com"])
+        admin.addUser("alice@example.com", ALICE_HASH)
+        running = FileDirectory(dataDir, ["example.com"])
+        checker = DirectoryChecker(running, SynchronousRunner(), CHEAP_DUMMY)
+        credentials = UsernamePassword(b"alice@example.com", b"correct horse")
+        self.successResultOf(checker.requestAvatarId(credentials))
+        admin.deleteUser("alice@example.com")
+        self.failureResultOf(checker.requestAvatarId(credentials), UnauthorizedLogin)
 
     def test_wrongPassword(self) -> None:
         """A wrong password fails with UnauthorizedLogin."""
@@ -145,12 +228,13 @@ class DirectoryCheckerTests(SynchronousTestCase):
 
     def test_unknownUserLooksTheSame(self) -> None:
         """An unknown user fails like a wrong password, after the same hash work."""
+        verified = self.recordVerifications()
         wrong = self.failureResultOf(self.check(b"alice@example.com", b"x"))
         unknown = self.failureResultOf(self.check(b"mallory@example.com", b"x"))
         self.assertIs(wrong.type, unknown.type)
         self.assertEqual(str(wrong.value), str(unknown.value))
         self.assertEqual(len(self.runner.calls), 2)
-        self.assertEqual(self.runner.calls[1][1][0], CHEAP_DUMMY)
+        self.assertEqual([h for h, _ in verified], [ALICE_HASH, CHEAP_DUMMY])
 
     def test_unknownUserWithDummyPassword(self) -> None:
         """Knowing the dummy hash's password does not log anybody in."""
