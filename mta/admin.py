@@ -3,8 +3,11 @@
 The C{mta} admin command: users, aliases and config checks.
 
 C{mta [--config PATH] COMMAND ...}, as SPEC section 3 says.  It changes
-the same files the running server reads (L{mta.directory.files}); the
-server picks the changes up within a second, without a restart.
+the same files the running server reads (L{mta.directory.files}); when a
+server runs on the same data dir, C{user} and C{alias} changes return only
+once that server says it has loaded them (or, after L{LOAD_TIMEOUT}
+seconds, with a warning line), so a login right after C{mta user add}
+succeeds.
 
 Exit status 0 on success; 1 with one line on stderr otherwise, e.g.
 C{mta: user alice@example.com exists}.  Passwords and hashes are never
@@ -27,13 +30,21 @@ from typing import NoReturn
 
 from mta.config import Config, embeddedDefault, loadConfig
 from mta.delivery.bounce import readHeaders
-from mta.directory.files import FileDirectory
+from mta.directory.files import FileDirectory, waitUntilLoaded
 from mta.errors import ConfigError
 from mta.queue.control import ControlRequests, describeQueue
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
 
 _Handler = Callable[[argparse.Namespace], int]
+
+#: How long a C{user} or C{alias} change waits for a running server to
+#: load it: it takes milliseconds with inotify, a second without.
+LOAD_TIMEOUT = 5.0
+
+#: How the wait sleeps and tells the time; tests replace them.
+_sleep: Callable[[float], object] = time.sleep
+_monotonic: Callable[[], float] = time.monotonic
 
 
 class _UsageError(Exception):
@@ -68,6 +79,22 @@ def _directory(args: argparse.Namespace) -> FileDirectory:
     """
     config = _config(args)
     return FileDirectory(config.data_dir, config.domains)
+
+
+def _awaitServer(directory: FileDirectory) -> None:
+    """
+    After a change to the users or aliases file: if a server runs on this
+    data dir, wait until it has loaded the files as they are now.  If it
+    does not say so in time, warn on stderr (the change itself is made).
+    """
+    if not ControlRequests(directory.dataDir / "queue").serverRunning():
+        return
+    if not waitUntilLoaded(directory.dataDir, LOAD_TIMEOUT, _sleep, _monotonic):
+        print(
+            f"mta: warning: saved, but the running server did not confirm loading "
+            f"the change within {LOAD_TIMEOUT:g} seconds (see its log)",
+            file=sys.stderr,
+        )
 
 
 def _readPassword(args: argparse.Namespace) -> str:
@@ -114,6 +141,7 @@ def _userAdd(args: argparse.Namespace) -> int:
     # Folders first: if they cannot be made, no account without a mailbox.
     createUserFolders(directory.dataDir, address)
     directory.addUser(address, hashed)
+    _awaitServer(directory)
     return 0
 
 
@@ -125,6 +153,7 @@ def _userPasswd(args: argparse.Namespace) -> int:
     if directory.passwordHash(args.address) is None:
         raise ValueError(f"no such user {args.address.strip().lower()}")
     directory.setPassword(args.address, _hash(_readPassword(args)))
+    _awaitServer(directory)
     return 0
 
 
@@ -132,7 +161,9 @@ def _userDel(args: argparse.Namespace) -> int:
     """
     C{mta user del ADDRESS}: remove the account; its mail stays on disk.
     """
-    _directory(args).deleteUser(args.address)
+    directory = _directory(args)
+    directory.deleteUser(args.address)
+    _awaitServer(directory)
     return 0
 
 
@@ -149,7 +180,9 @@ def _aliasAdd(args: argparse.Namespace) -> int:
     """
     C{mta alias add ALIAS TARGET...}: create an alias or add targets.
     """
-    _directory(args).addAlias(args.alias, args.targets)
+    directory = _directory(args)
+    directory.addAlias(args.alias, args.targets)
+    _awaitServer(directory)
     return 0
 
 
@@ -157,7 +190,9 @@ def _aliasDel(args: argparse.Namespace) -> int:
     """
     C{mta alias del ALIAS}.
     """
-    _directory(args).deleteAlias(args.alias)
+    directory = _directory(args)
+    directory.deleteAlias(args.alias)
+    _awaitServer(directory)
     return 0
 
 

@@ -6,6 +6,7 @@ The service tree::
 
     MultiService "mta"
     |- BlockingRunner "io"            thread pool for fsync, files, argon2
+    |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
     |- QueueManager "queue"            loads the spool, schedules delivery
@@ -33,10 +34,13 @@ from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottl
 from mta.config import Config, embeddedDefault, loadConfig
 from mta.delivery.bounce import Bouncer
 from mta.delivery.local import LocalDelivery
-from mta.directory.files import FileDirectory
+from mta.directory.files import DirectoryWatcher, FileDirectory
 from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
-from mta.policy.relayaccess import RelayPolicy
+from mta.policy.base import PolicyChain
+from mta.policy.limits import SenderRateLimit
+from mta.policy.relayaccess import RelayAccess
+from mta.policy.sender import SenderOwnership
 from mta.pop3.server import POP3Factory
 from mta.queue.control import ControlRequests
 from mta.queue.scheduler import QueueManager
@@ -143,17 +147,23 @@ class MailServer(MultiService):
         return d
 
 
-def _controlQueue(top: MailServer, runner: IBlockingRunner, clock: Any, queueDir: Path) -> None:
+def _holdLock(queueDir: Path) -> IO[bytes]:
     """
-    Hold the queue lock and serve C{mta queue flush|delete} requests.
+    Take the queue lock that says a server runs on this data dir.
 
-    @raise ConfigError: another server runs on this data dir.
+    @raise ConfigError: another server runs on it.
     """
-    control = ControlRequests(queueDir)
     try:
-        top.lockFile = control.holdLock()
+        return ControlRequests(queueDir).holdLock()
     except OSError as e:
         raise ConfigError(f"config: data_dir: {e}") from None
+
+
+def _controlQueue(top: MailServer, runner: IBlockingRunner, clock: Any, queueDir: Path) -> None:
+    """
+    Serve C{mta queue flush|delete} requests.
+    """
+    control = ControlRequests(queueDir)
 
     def apply(requests: list[tuple[str, list[str]]]) -> None:
         for name, words in requests:
@@ -182,9 +192,22 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     @raise ConfigError: the TLS files are unusable.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The lock first: only the server that runs on this data dir may tell
+    # the admin command what it has loaded (directory "acknowledge").
+    lockFile = _holdLock(config.data_dir / "queue")
+    try:
+        return _build(config, reactor, lockFile)
+    except BaseException:
+        lockFile.close()
+        raise
+
+
+def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
+    """
+    The body of L{buildService}, run with the queue lock held.
+    """
     runner = BlockingRunner(reactor, config.queue.io_threads)
-    directory = FileDirectory(config.data_dir, config.domains)
-    directory.reloadIfChanged()
+    directory = FileDirectory(config.data_dir, config.domains, acknowledge=True)
     sync = ParallelSync(SYNC_THREADS)
     store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER, sync)
     spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
@@ -200,11 +223,15 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     queue.bouncer = Bouncer(queue, runner, config.hostname, reactor)
 
     top = MailServer(config, directory, queue)
+    top.lockFile = lockFile
     runner.setName("io")
     runner.setServiceParent(top)
     sync.setName("sync")
     sync.setServiceParent(top)
     _controlQueue(top, runner, reactor, config.data_dir / "queue")
+    watcher = DirectoryWatcher(directory, runner, reactor)
+    watcher.setName("directory-watch")
+    watcher.setServiceParent(top)
     _timer(
         top,
         "directory-reload",
@@ -229,6 +256,15 @@ def buildService(config: Config, reactor: Any) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
+    # Every SMTP listener asks the same checks, in this order; the mail
+    # authentication checks will join them here.
+    policy = PolicyChain(
+        [
+            RelayAccess(directory, config.relay.trusted_networks),
+            SenderRateLimit(reactor, limits.messages_per_hour),
+            SenderOwnership(directory),
+        ]
+    )
 
     def smtp(mode: Mode) -> SMTPFactory:
         return SMTPFactory(
@@ -236,10 +272,10 @@ def buildService(config: Config, reactor: Any) -> MailServer:
             hostname=config.hostname,
             directory=directory,
             sink=queue,
-            relayPolicy=RelayPolicy(config.relay.trusted_networks),
+            policy=policy,
             limits=limits,
             clock=reactor,
-            authenticator=authenticator,
+            login=authenticator,
             tls=tls,
         )
 

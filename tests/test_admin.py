@@ -14,11 +14,12 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from twisted.trial.unittest import SynchronousTestCase
 
-from mta import auth
+from mta import admin, auth
 from mta.admin import main
 from mta.auth import verifyPassword
 from mta.directory.files import FileDirectory
 from mta.envelope import Address
+from mta.queue.control import ControlRequests
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
 from tests.test_spool import makeEnvelope
@@ -241,6 +242,84 @@ class UserCommandTests(AdminTestCase):
         status = main(["user", "add", "root@localhost", "--password-stdin"])
         self.assertEqual(status, 0)
         self.assertIn("root@localhost:", (self.base / "mta-data" / "users").read_text())
+
+
+class RunningServerTests(AdminTestCase):
+    """
+    With a server running on the data dir, C{user} and C{alias} changes
+    return only once it has loaded them.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lock = ControlRequests(self.dataDir / "queue").holdLock()
+        self.addCleanup(self.lock.close)
+        self.server = FileDirectory(self.dataDir, ["example.com", "example.org"], True)
+        self.sleeps: list[float] = []
+        self.patch(admin, "_sleep", self.serverSleep)
+
+    def serverSleep(self, seconds: float) -> None:
+        """
+        While the command sleeps the server reloads, as its inotify
+        watcher would.
+        """
+        self.sleeps.append(seconds)
+        self.server.reloadIfChanged()
+
+    def test_userAddWaitsForServer(self) -> None:
+        """
+        When C{user add} returns, the running server knows the new user.
+        """
+        self.assertEqual(self.addUser("alice@example.com"), 0)
+        self.assertNotEqual(self.sleeps, [])
+        self.assertIsNotNone(self.server.passwordHash("alice@example.com"))
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_everyChangeWaits(self) -> None:
+        """
+        C{user passwd}, C{user del}, C{alias add} and C{alias del} each
+        return with the server up to date.
+        """
+        self.addUser("alice@example.com", "old")
+        old = self.server.passwordHash("alice@example.com")
+        self.run_("user", "passwd", "alice@example.com", "--password-stdin", stdin="new\n")
+        self.assertNotEqual(self.server.passwordHash("alice@example.com"), old)
+        self.run_("alias", "add", "team@example.com", "alice@example.com")
+        self.assertIsNotNone(self.server.resolve(Address.parse("team@example.com")))
+        self.run_("alias", "del", "team@example.com")
+        self.assertIsNone(self.server.resolve(Address.parse("team@example.com")))
+        self.run_("user", "del", "alice@example.com")
+        self.assertIsNone(self.server.passwordHash("alice@example.com"))
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_silentServerWarns(self) -> None:
+        """
+        A server that does not confirm within the timeout gets one warning
+        line; the change is made and the status is 0.
+        """
+        now = [0.0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        self.patch(admin, "_sleep", sleep)
+        self.patch(admin, "_monotonic", lambda: now[0])
+        self.assertEqual(self.addUser("alice@example.com"), 0)
+        self.assertGreaterEqual(now[0], admin.LOAD_TIMEOUT)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "mta: warning: saved, but the running server did not confirm loading "
+            "the change within 5 seconds (see its log)\n",
+        )
+        self.assertIn("alice@example.com", self.directory().users())
+
+    def test_noServerNoWait(self) -> None:
+        """
+        Without a server holding the queue lock, nothing is waited for.
+        """
+        self.lock.close()
+        self.assertEqual(self.addUser("alice@example.com"), 0)
+        self.assertEqual(self.sleeps, [])
 
 
 class AliasCommandTests(AdminTestCase):

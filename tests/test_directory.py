@@ -7,17 +7,26 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from mta.directory import files
-from mta.directory.files import FileDirectory
+from mta.directory.files import DirectoryWatcher, FileDirectory
 from mta.directory.memory import MAX_DEPTH, MemoryDirectory
 from mta.envelope import NULL_ADDRESS, Address
-from mta.interfaces import IUserDirectory
+from mta.interfaces import IBlockingRunner, IUserDirectory
+
+_T = TypeVar("_T")
 
 # Well-formed argon2id strings; the directory stores them, it never checks
 # a password against them, so tests need not pay for real hashing.
@@ -25,6 +34,29 @@ HASH_A = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
 HASH_B = "$argon2id$v=19$m=65536,t=3,p=4$cGVwcGVy$b3RoZXJoYXNo"
 
 DOMAINS = ["example.com", "example.org"]
+
+
+@implementer(IBlockingRunner)
+class DeferringRunner:
+    """
+    An L{IBlockingRunner} that runs nothing until L{runAll}, like a busy pool.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[Any], Callable[[], Any]]] = []
+
+    def run(self, f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
+        d: Deferred[_T] = Deferred()
+        self.pending.append((d, lambda: f(*args, **kwargs)))
+        return d
+
+    def runAll(self) -> None:
+        """
+        Run what is queued now, firing each Deferred with its result.
+        """
+        pending, self.pending = self.pending, []
+        for d, call in pending:
+            d.callback(call())
 
 
 def a(text: str) -> Address:
@@ -739,3 +771,180 @@ class FileDirectoryTests(SynchronousTestCase):
         dataDir = Path(self.mktemp()) / "deep"
         FileDirectory(dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
         self.assertEqual(stat.S_IMODE(dataDir.stat().st_mode) & 0o077, 0)
+
+
+class LoadedAcknowledgementTests(SynchronousTestCase):
+    """
+    C{data_dir/.directory.loaded}: how a running server tells the admin
+    command which files it has loaded, and L{files.waitUntilLoaded}.
+    """
+
+    def setUp(self) -> None:
+        self.dataDir = Path(self.mktemp())
+        self.dataDir.mkdir()
+
+    def test_serverAcknowledgesEveryLoad(self) -> None:
+        """
+        A directory built with C{acknowledge=True} records the stamps of
+        each load, so they match the files as they now are.
+        """
+        running = FileDirectory(self.dataDir, DOMAINS, acknowledge=True)
+        self.assertEqual(files.loadedStamps(self.dataDir), files.currentStamps(self.dataDir))
+        FileDirectory(self.dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
+        self.assertNotEqual(files.loadedStamps(self.dataDir), files.currentStamps(self.dataDir))
+        running.reloadIfChanged()
+        self.assertEqual(files.loadedStamps(self.dataDir), files.currentStamps(self.dataDir))
+
+    def test_adminDoesNotAcknowledge(self) -> None:
+        """
+        A directory built without C{acknowledge} (the admin command's)
+        never writes the file: only the server may vouch for what it loaded.
+        """
+        FileDirectory(self.dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
+        self.assertFalse((self.dataDir / files.LOADED_NAME).exists())
+        self.assertIsNone(files.loadedStamps(self.dataDir))
+
+    def test_unreadableFilesNotAcknowledged(self) -> None:
+        """
+        Files the server could not read are not acknowledged.
+        """
+        running = FileDirectory(self.dataDir, DOMAINS, acknowledge=True)
+        (self.dataDir / "users").write_bytes(b"\xff\xfe not utf-8\n")
+        with capturedLogs():
+            running.reloadIfChanged()
+        self.assertNotEqual(files.loadedStamps(self.dataDir), files.currentStamps(self.dataDir))
+
+    def test_waitUntilLoadedWaitsForTheServer(self) -> None:
+        """
+        L{files.waitUntilLoaded} returns C{True} once the server has
+        reloaded, looking again after each sleep.
+        """
+        running = FileDirectory(self.dataDir, DOMAINS, acknowledge=True)
+        FileDirectory(self.dataDir, DOMAINS).addAlias("team@example.com", ["x@remote.net"])
+        sleeps: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            if len(sleeps) == 3:
+                running.reloadIfChanged()
+
+        self.assertTrue(files.waitUntilLoaded(self.dataDir, 5.0, sleep))
+        self.assertEqual(len(sleeps), 3)
+
+    def test_waitUntilLoadedGivesUp(self) -> None:
+        """
+        Without a reload, L{files.waitUntilLoaded} gives up at its timeout.
+        """
+        FileDirectory(self.dataDir, DOMAINS, acknowledge=True)
+        FileDirectory(self.dataDir, DOMAINS).addAlias("team@example.com", ["x@remote.net"])
+        now = [0.0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        self.assertFalse(files.waitUntilLoaded(self.dataDir, 2.0, sleep, lambda: now[0]))
+        self.assertGreaterEqual(now[0], 2.0)
+
+    def test_concurrentReloadWaits(self) -> None:
+        """
+        A reload asked for while another thread is mid-reload waits for it,
+        so it never returns with the tables from before the change.
+        """
+        FileDirectory(self.dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
+        running = FileDirectory(self.dataDir, DOMAINS)
+        FileDirectory(self.dataDir, DOMAINS).addUser("bob@example.com", HASH_B)
+        inside = threading.Event()
+        release = threading.Event()
+        realRead = files._readFile
+
+        def slowRead(path: Path, parseLine: Any) -> Any:
+            inside.set()
+            release.wait(10)
+            return realRead(path, parseLine)
+
+        self.patch(files, "_readFile", slowRead)
+        first = threading.Thread(target=running.reloadIfChanged)
+        first.start()
+        self.addCleanup(first.join)
+        self.assertTrue(inside.wait(10))
+        seen: list[bool] = []
+        second = threading.Thread(
+            target=lambda: seen.append(
+                running.reloadIfChanged() or running.isUser(a("bob@example.com"))
+            )
+        )
+        second.start()
+        second.join(0.2)
+        release.set()
+        second.join(10)
+        self.assertEqual(seen, [True])
+
+
+class DirectoryWatcherTests(SynchronousTestCase):
+    """
+    L{DirectoryWatcher}: inotify events start reloads on the runner.
+    """
+
+    def setUp(self) -> None:
+        self.dataDir = Path(self.mktemp())
+        self.running = FileDirectory(self.dataDir, DOMAINS)
+        self.runner = DeferringRunner()
+        self.watcher = DirectoryWatcher(self.running, self.runner, Clock())
+
+    def event(self, name: str) -> None:
+        """
+        Deliver an inotify event for C{data_dir/name}, as Twisted does.
+        """
+        path = FilePath(os.fsencode(self.dataDir / name))
+        self.watcher._event(None, path, 0)
+
+    def test_eventForUsersFileReloads(self) -> None:
+        """
+        An event naming the users file reloads the directory on the runner.
+        """
+        FileDirectory(self.dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
+        self.event("users")
+        self.assertEqual(len(self.runner.pending), 1)
+        self.assertFalse(self.running.isUser(a("alice@example.com")))
+        self.runner.runAll()
+        self.assertTrue(self.running.isUser(a("alice@example.com")))
+
+    def test_otherFilesIgnored(self) -> None:
+        """
+        Events for other files in C{data_dir} (temporary files, the
+        acknowledgement itself) start nothing.
+        """
+        for name in (".users.abc123", files.LOADED_NAME, "queue"):
+            self.event(name)
+        self.assertEqual(self.runner.pending, [])
+
+    def test_burstCoalesced(self) -> None:
+        """
+        Events during a reload make exactly one more reload, not one each.
+        """
+        self.event("users")
+        self.event("aliases")
+        self.event("users")
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.runAll()
+        self.assertEqual(len(self.runner.pending), 1)
+        self.runner.runAll()
+        self.assertEqual(self.runner.pending, [])
+
+    def test_realInotify(self) -> None:
+        """
+        On Linux the watcher really watches C{data_dir}: a change made as
+        C{mta user add} does reaches the callback through the reactor.
+        """
+        from twisted.internet import reactor
+
+        self.dataDir.mkdir(exist_ok=True)
+        watcher = DirectoryWatcher(self.running, self.runner, reactor)
+        watcher.startService()
+        self.addCleanup(watcher.stopService)
+        if watcher._notifier is None:
+            raise SkipTest("no inotify here")
+        FileDirectory(self.dataDir, DOMAINS).addUser("alice@example.com", HASH_A)
+        # Read the inotify descriptor by hand: no reactor runs in this test.
+        watcher._notifier.doRead()
+        self.assertEqual(len(self.runner.pending), 1)

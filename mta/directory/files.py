@@ -7,11 +7,19 @@ C{data_dir/users} holds one C{address:argon2id-hash} line per user (mode
 alias.  Blank lines and lines starting with C{#} are ignored and kept.
 
 L{FileDirectory} implements L{IUserDirectory} with the rules of
-L{mta.directory.memory.BaseDirectory}.  Lookups never touch the disk: the
-server calls L{FileDirectory.reloadIfChanged} on its thread pool every
-second, which re-reads the files when their stat changed and swaps the new
-tables in with one assignment.  A malformed line is logged and skipped
-there, never fatal.
+L{mta.directory.memory.BaseDirectory}.  Lookups never touch the disk:
+L{FileDirectory.reloadIfChanged}, always on a worker thread, re-reads the
+files when their stat changed and swaps the new tables in with one
+assignment.  A malformed line is logged and skipped there, never fatal.
+The server calls it before every password check, whenever inotify says a
+file was replaced (L{DirectoryWatcher}, on Linux) and once a second
+anyway (for hand edits, and where there is no inotify).
+
+A change made with the admin command is in effect by the time the command
+returns: after every load the server writes the stamps of the files it
+loaded to C{data_dir/.directory.loaded}, and the command, when a server
+runs on the same data dir, waits until that file shows the files as it
+left them (L{waitUntilLoaded}).
 
 The admin command changes the files through L{FileDirectory.addUser} and
 friends: read, check, change and write happen under an exclusive
@@ -25,15 +33,19 @@ and never silently drops one.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from twisted.application.service import Service
 from twisted.logger import Logger
+from twisted.python.filepath import FilePath
 
 from mta.directory.memory import (
     BaseDirectory,
@@ -43,6 +55,7 @@ from mta.directory.memory import (
 )
 from mta.envelope import Address
 from mta.fileutil import exclusiveLock, fsyncDirectory
+from mta.interfaces import IBlockingRunner
 
 _V = TypeVar("_V")
 
@@ -50,6 +63,16 @@ _log = Logger(namespace="mta.directory")
 
 _FileStamp = tuple[int, int, int, int]
 """What tells us a file changed: mtime_ns, ctime_ns, size and inode."""
+
+_Stamps = tuple[_FileStamp | None, _FileStamp | None]
+"""The stamps of the users and the aliases file."""
+
+#: The file in C{data_dir} where a running server says which versions of
+#: the users and aliases files it has loaded.
+LOADED_NAME = ".directory.loaded"
+
+#: The files a server reloads, by name in C{data_dir}.
+DIRECTORY_FILES = ("users", "aliases")
 
 _USERS_HEADER = (
     "# mta users: one 'address:argon2id-hash' per line.",
@@ -227,6 +250,77 @@ def _writeAtomically(path: Path, text: str, mode: int) -> None:
     fsyncDirectory(path.parent)
 
 
+def currentStamps(dataDir: Path) -> _Stamps:
+    """
+    @return: the stamps of C{dataDir}'s users and aliases files as they are
+        now (blocking).
+    @raise OSError: a file cannot be looked at.
+    """
+    return (_stamp(dataDir / "users"), _stamp(dataDir / "aliases"))
+
+
+def _encodeStamps(stamps: _Stamps) -> str:
+    return json.dumps([list(s) if s is not None else None for s in stamps])
+
+
+def loadedStamps(dataDir: Path) -> _Stamps | None:
+    """
+    @return: the stamps a running server last said it loaded, or C{None}
+        when it has said nothing readable.
+    """
+    try:
+        raw = json.loads((dataDir / LOADED_NAME).read_text(encoding="ascii"))
+        users, aliases = (tuple(int(n) for n in s) if s is not None else None for s in raw)
+    except (OSError, ValueError, TypeError):
+        return None
+    return (users, aliases)  # type: ignore[return-value]
+
+
+def waitUntilLoaded(
+    dataDir: Path,
+    timeout: float,
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
+    """
+    Wait until the server running on C{dataDir} has loaded the users and
+    aliases files as they are now (blocking; for the admin command).
+
+    @param timeout: how long to wait, in seconds.
+    @param sleep: waits between two looks (tests pass a fake).
+    @param clock: tells the time for the deadline (tests pass a fake).
+    @return: whether the server caught up in time.
+    """
+    deadline = clock() + timeout
+    while True:
+        try:
+            if loadedStamps(dataDir) == currentStamps(dataDir):
+                return True
+        except OSError:
+            pass
+        if clock() >= deadline:
+            return False
+        sleep(0.01)
+
+
+def _writeLoaded(dataDir: Path, stamps: _Stamps) -> None:
+    """
+    Replace C{data_dir/.directory.loaded} with C{stamps}: atomically, so
+    the admin command never reads a part, but without fsync, as it only
+    speaks of this process's memory.
+    """
+    path = dataDir / LOADED_NAME
+    fd, tmp = tempfile.mkstemp(dir=dataDir, prefix=f"{LOADED_NAME}.")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(_encodeStamps(stamps) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class FileDirectory(BaseDirectory):
     """
     An L{IUserDirectory} backed by C{data_dir/users} and C{data_dir/aliases}.
@@ -238,19 +332,24 @@ class FileDirectory(BaseDirectory):
         message each (file and line, never a hash).
     """
 
-    def __init__(self, dataDir: Path, domains: Iterable[str]) -> None:
+    def __init__(self, dataDir: Path, domains: Iterable[str], acknowledge: bool = False) -> None:
         """
         Read the files now (blocking), logging and skipping bad lines.
 
         @param dataDir: the folder; need not exist yet.
         @param domains: the local domains, the primary one first.
+        @param acknowledge: whether to write C{data_dir/.directory.loaded}
+            after every load; only the running server does.
         """
         super().__init__(domains)
         self.dataDir = Path(dataDir)
         self.usersPath = self.dataDir / "users"
         self.aliasesPath = self.dataDir / "aliases"
         self.problems: tuple[str, ...] = ()
-        self._stamps: tuple[_FileStamp | None, _FileStamp | None] | None = None
+        self._acknowledge = acknowledge
+        self._stamps: _Stamps | None = None
+        self._loaded: _Stamps | None = None
+        self._acknowledged: _Stamps | None = None
         self._reloading = threading.Lock()
         self.reloadIfChanged()
 
@@ -259,21 +358,37 @@ class FileDirectory(BaseDirectory):
         Re-read the files if their stat changed (blocking: run it on a
         thread pool).  An unreadable file keeps the previous state.
 
+        A call made while another thread reloads waits for it and then
+        looks again: a login checked right after a change must never see
+        the tables from before it.
+
         @return: whether new tables were swapped in.
         """
-        if not self._reloading.acquire(blocking=False):
-            return False  # another thread is at it right now
+        with self._reloading:
+            changed = self._reload()
+            if self._acknowledge and self._loaded != self._acknowledged:
+                self._sayLoaded()
+            return changed
+
+    def _sayLoaded(self) -> None:
+        """
+        Tell the admin command which files are loaded; a failure is logged
+        (the command then warns that the server did not confirm).
+        """
+        assert self._loaded is not None
         try:
-            return self._reload()
-        finally:
-            self._reloading.release()
+            _writeLoaded(self.dataDir, self._loaded)
+        except OSError as e:
+            _log.error("directory: cannot write {path}: {why}", path=LOADED_NAME, why=e)
+            return
+        self._acknowledged = self._loaded
 
     def _reload(self) -> bool:
         """
         The body of L{reloadIfChanged}, run by one thread at a time.
         """
         try:
-            stamps = (_stamp(self.usersPath), _stamp(self.aliasesPath))
+            stamps = currentStamps(self.dataDir)
         except OSError as e:
             return self._cannotRead(e)
         if stamps == self._stamps:
@@ -293,6 +408,7 @@ class FileDirectory(BaseDirectory):
             users=self._localOnly(users.entries),
             aliases=self._localOnly(aliases.entries),
         )
+        self._loaded = stamps
         return True
 
     def _cannotRead(self, why: Exception) -> bool:
@@ -339,3 +455,91 @@ class FileDirectory(BaseDirectory):
                 text = _render(aliases, new.aliases, _formatAlias, _ALIASES_HEADER)
                 _writeAtomically(self.aliasesPath, text, 0o644)
         self.reloadIfChanged()
+
+
+class DirectoryWatcher(Service):
+    """
+    Reloads a L{FileDirectory} as soon as inotify says one of its files
+    was written or replaced, so the admin command's wait is a matter of
+    milliseconds.  Where inotify is missing (not Linux, or no watches
+    left) it says so once and does nothing: the server's one-second timer
+    still reloads.
+
+    Events arrive on the reactor thread; the reload itself runs on the
+    runner, one at a time, with a burst of events making at most one more.
+    """
+
+    def __init__(self, directory: FileDirectory, runner: IBlockingRunner, reactor: Any) -> None:
+        """
+        @param directory: what to reload.
+        @param runner: where the reload runs, off the reactor thread.
+        @param reactor: the reactor the inotify descriptor is read by.
+        """
+        self._directory = directory
+        self._runner = runner
+        self._reactor = reactor
+        self._notifier: Any = None
+        self._running = False
+        self._again = False
+
+    def startService(self) -> None:
+        """
+        Watch C{data_dir} for the users and aliases files changing.
+        """
+        super().startService()
+        try:
+            from twisted.internet import inotify
+
+            notifier = inotify.INotify(self._reactor)
+            notifier.startReading()
+        except Exception as e:
+            _log.info("directory: no inotify ({why}); changes are seen within a second", why=e)
+            return
+        mask = (
+            inotify.IN_CLOSE_WRITE
+            | inotify.IN_MOVED_TO
+            | inotify.IN_MOVED_FROM
+            | inotify.IN_DELETE
+            | inotify.IN_ATTRIB
+        )
+        try:
+            notifier.watch(FilePath(str(self._directory.dataDir)), mask, callbacks=[self._event])
+        except Exception as e:
+            notifier.loseConnection()
+            _log.info("directory: cannot watch {dir} ({why})", dir=self._directory.dataDir, why=e)
+            return
+        self._notifier = notifier
+
+    def stopService(self) -> None:
+        """
+        Stop watching.
+        """
+        super().stopService()
+        if self._notifier is not None:
+            self._notifier.loseConnection()
+            self._notifier = None
+
+    def _event(self, ignored: object, path: FilePath[Any], mask: int) -> None:
+        name = path.basename()
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        if name in DIRECTORY_FILES:
+            self.reload()
+
+    def reload(self) -> None:
+        """
+        Reload on the runner now, or once the reload under way is done.
+        """
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        self._again = False
+        d = self._runner.run(self._directory.reloadIfChanged)
+        d.addErrback(lambda f: _log.failure("directory: reload failed", f))
+        d.addBoth(self._reloaded)
+
+    def _reloaded(self, ignored: object) -> None:
+        self._running = False
+        if self._again:
+            self.reload()
