@@ -73,6 +73,13 @@ SMTP_TOO_MANY = b"421 4.7.0 Error: too many connections\r\n"
 POP3_TOO_MANY = b"-ERR [SYS/TEMP] Too many connections\r\n"
 
 
+class StartupError(Exception):
+    """
+    The server cannot start (e.g. its queue cannot be loaded); the message
+    is the one line to print.
+    """
+
+
 class Options(usage.Options):
     """
     C{twistd mta [--config PATH]}.
@@ -87,14 +94,16 @@ def makeService(options: Options) -> IService:
     """
     Build the whole server from the command line options.
 
-    A bad config stops the start with one line naming the key.
+    A bad config stops the start with one line naming the key; a queue
+    that cannot be loaded with one line naming the queue folder.  Either
+    way the exit status is 1 and no listener has been opened.
     """
     from twisted.internet import reactor
 
     try:
         config = loadConfig(options["config"]) if options["config"] else embeddedDefault()
         server = buildService(config, reactor)
-    except ConfigError as e:
+    except (ConfigError, StartupError) as e:
         sys.stderr.write(f"mta: {e}\n")
         raise SystemExit(1) from None
     # Everything built so far lives as long as the process: keep the cyclic
@@ -147,16 +156,41 @@ class MailServer(MultiService):
         return d
 
 
+def _queueUnusable(queueDir: Path, e: OSError) -> StartupError:
+    """
+    @return: the one-line error for a queue folder that cannot be used.
+    """
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(queueDir) else ""
+    return StartupError(f"queue: cannot load {queueDir}: {e.strerror or e}{where}")
+
+
 def _holdLock(queueDir: Path) -> IO[bytes]:
     """
     Take the queue lock that says a server runs on this data dir.
 
     @raise ConfigError: another server runs on it.
+    @raise StartupError: the queue folder cannot be used.
     """
     try:
         return ControlRequests(queueDir).holdLock()
     except OSError as e:
-        raise ConfigError(f"config: data_dir: {e}") from None
+        if e.strerror is None:  # the lock is taken: already said in full
+            raise ConfigError(f"config: data_dir: {e}") from None
+        raise _queueUnusable(queueDir, e) from None
+
+
+def _loadQueue(spool: Spool, queue: QueueManager) -> None:
+    """
+    Load the queue now, blocking, before any listener is opened: twistd
+    ignores a Deferred returned by C{startService}, so a queue that fails
+    to load there would leave a server accepting mail it never delivers.
+
+    @raise StartupError: the queue cannot be read.
+    """
+    try:
+        queue.resumeFrom(spool.loadSync())
+    except OSError as e:
+        raise _queueUnusable(spool.path, e) from None
 
 
 def _controlQueue(top: MailServer, runner: IBlockingRunner, clock: Any, queueDir: Path) -> None:
@@ -190,6 +224,7 @@ def buildService(config: Config, reactor: Any) -> MailServer:
     run whole trees side by side.
 
     @raise ConfigError: the TLS files are unusable.
+    @raise StartupError: the queue cannot be loaded.
     """
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # The lock first: only the server that runs on this data dir may tell
@@ -210,7 +245,10 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     directory = FileDirectory(config.data_dir, config.domains, acknowledge=True)
     sync = ParallelSync(SYNC_THREADS)
     store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER, sync)
-    spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
+    try:
+        spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
+    except OSError as e:
+        raise _queueUnusable(config.data_dir / "queue", e) from None
     router = Router(config.domains, LocalDelivery(directory, store))
     queue = QueueManager(
         spool,
@@ -221,6 +259,7 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         config.queue.delivery_concurrency,
     )
     queue.bouncer = Bouncer(queue, runner, config.hostname, reactor)
+    _loadQueue(spool, queue)
 
     top = MailServer(config, directory, queue)
     top.lockFile = lockFile
@@ -320,4 +359,4 @@ def listeningPorts(top: MailServer, name: str) -> list[Listener]:
     return [s for s in top if isinstance(s, Listener) and (s.name or "").startswith(f"{name}:")]
 
 
-__all__ = ["Options", "TLSContextHolder", "buildService", "makeService"]
+__all__ = ["Options", "StartupError", "TLSContextHolder", "buildService", "makeService"]

@@ -191,6 +191,20 @@ class QueueManagerTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(target.calls, ["Q5"])
 
+    def test_resumesFromPreloaded(self) -> None:
+        """Envelopes given to resumeFrom are scheduled at start-up; the spool is not loaded again."""
+        self.successResultOf(self.spool.store(makeEnvelope("Q6"), b"x"))
+        envelopes = self.spool.loadSync()
+        loads: list[None] = []
+        self.patch(self.spool, "load", lambda: loads.append(None))
+        target = ScriptedTarget(OK)
+        qm = QueueManager(self.spool, target, self.clock, [60], maxLifetime=3600)
+        qm.resumeFrom(envelopes)
+        self.successResultOf(qm.startService())
+        self.addCleanup(qm.stopService)
+        self.clock.advance(0)
+        self.assertEqual((target.calls, loads), (["Q6"], []))
+
     def test_flush(self) -> None:
         """flush tries a deferred message now instead of at its time."""
         target = ScriptedTarget(TEMP, OK)

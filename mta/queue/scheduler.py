@@ -7,7 +7,8 @@ messages to.  It stores each one in the L{ISpool} (the 250 waits for
 that), tries it at once, and after a temporary failure again on the retry
 schedule, the last interval repeating, until the message is delivered,
 fails for good or outlives C{max_lifetime}; failed recipients bounce to
-the sender (never to C{<>}).  On start-up it loads the spool and resumes.
+the sender (never to C{<>}).  On start-up it resumes what the spool holds
+(loaded beforehand by the server, L{QueueManager.resumeFrom}).
 Time comes from an injected clock, so all of this runs under
 L{twisted.internet.task.Clock} in tests.
 
@@ -77,6 +78,7 @@ class QueueManager(Service):
         self._freshBytes = 0
         self.items: dict[str, Envelope] = {}
         self.bouncer: Bouncer | None = None
+        self._preloaded: list[Envelope] | None = None
 
     # -- IMessageSink --------------------------------------------------------------
 
@@ -103,11 +105,28 @@ class QueueManager(Service):
 
     # -- service ---------------------------------------------------------------------
 
+    def resumeFrom(self, envelopes: list[Envelope]) -> None:
+        """
+        Take the spool's contents, loaded by the caller before start-up
+        (see L{mta.tap}), so that L{startService} schedules them instead of
+        loading the spool itself.
+
+        The server does this because twistd ignores the Deferred that
+        C{startService} returns: a load failing there would go unnoticed
+        while the listeners accept mail.
+        """
+        self._preloaded = envelopes
+
     def startService(self) -> Deferred[None]:  # type: ignore[override]
         """
-        Load the spool and schedule everything in it.
+        Schedule everything in the spool: what L{resumeFrom} was given,
+        else what the spool loads now.
         """
         super().startService()
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None:
+            self._resume(preloaded)
+            return succeed(None)
         return self._spool.load().addCallback(self._resume)
 
     def _resume(self, envelopes: list[Envelope]) -> None:
