@@ -194,10 +194,21 @@ def _splitParams(text: str, utf8: bool) -> list[Param]:
         if not equals:
             params.append((key.upper(), None))
             continue
-        if not value or "=" in value or (not utf8 and not value.isascii()):
+        if not value or not all(_isValueChar(c, utf8) for c in value):
             raise ParamError(S501_PARAM_SYNTAX)
         params.append((key.upper(), value))
     return params
+
+
+def _isValueChar(c: str, utf8: bool) -> bool:
+    """
+    @return: whether C{c} may appear in an esmtp-value: printable ASCII but
+        C{=} (RFC 5321), or with C{utf8} any non-ASCII character but a
+        control character (RFC 6531).
+    """
+    if c.isascii():
+        return "!" <= c <= "~" and c != "="
+    return utf8 and not hasControlCharacter(c)
 
 
 # -- MAIL -------------------------------------------------------------------------------------
