@@ -207,10 +207,15 @@ def _aliasList(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """
-    C{mta check}: validate the config, and the users and aliases files it
-    points at.
+    C{mta check}: validate the config (listener descriptions included),
+    the C{[tls]} certificate and key it names, and the users and aliases
+    files.
     """
     config = _config(args)
+    if config.tls.certificate is not None and config.tls.private_key is not None:
+        from mta.tls import checkCertificateFiles
+
+        checkCertificateFiles(config.tls.certificate, config.tls.private_key)
     directory = FileDirectory(config.data_dir, config.domains)
     if directory.problems:
         raise ValueError(directory.problems[0])

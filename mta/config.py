@@ -4,7 +4,9 @@ The TOML configuration file, loaded into a frozen, validated L{Config}.
 
 No reactor, no sockets: just parsing.  Every unknown key and every bad
 value raises L{ConfigError} with one line that names the key, e.g.
-C{config: listen.smtp: expected a list of endpoint strings}.
+C{config: listen.smtp: expected a list of strings}.  Listener
+descriptions go through Twisted's own endpoint parser (without
+listening), so a description the server could not use fails here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from twisted.internet.endpoints import _parseServer, serverFromString
 
 from mta.errors import ConfigError
 
@@ -266,9 +270,56 @@ def _strings(value: Any) -> tuple[str, ...]:
 def _endpoints(value: Any) -> tuple[str, ...]:
     items = _strings(value)
     for item in items:
-        if ":" not in item and not item.isdigit():
-            raise ValueError(f"{item!r} is not an endpoint description like 'tcp:25'")
+        try:
+            _checkEndpoint(item)
+        except Exception as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ValueError(f"{item!r} is not a valid endpoint description: {why}") from None
     return items
+
+
+def _checkEndpoint(description: str) -> None:
+    """
+    Parse a server endpoint description with Twisted's own parser, as the
+    listener will, building the endpoint object but never listening.
+
+    C{systemd:} descriptions only have their syntax checked: building
+    their endpoint looks the socket up in C{LISTEN_FDS}, which only the
+    server started by systemd has (not C{mta check}).
+
+    @raise Exception: whatever the parser raises for a bad description
+        (C{ValueError}, C{TypeError}, C{KeyError}...).
+    """
+    if description.partition(":")[0].strip().lower() == "systemd":
+        _checkSystemd(description)
+        return
+    # The reactor is only stored by the endpoint, and used when it
+    # listens, which it never does here.
+    endpoint = serverFromString(None, description)
+    port = getattr(endpoint, "_port", 0)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port number")
+
+
+def _checkSystemd(description: str) -> None:
+    """
+    Check C{systemd:domain=INET:index=N} (or C{name=...}) without asking
+    for the inherited sockets.
+
+    @raise ValueError: not a usable description.
+    """
+    # Twisted's grammar for descriptions (quoting, key=value); the systemd
+    # parser's own checks follow, short of the socket lookup.
+    _, args, kwargs = _parseServer(description, None)
+    unknown = set(kwargs) - {"domain", "index", "name"}
+    if args or unknown:
+        raise ValueError(f"unexpected {', '.join(sorted(unknown)) or args[0]!s}")
+    if not hasattr(socket, f"AF_{kwargs.get('domain', '')}"):
+        raise ValueError("domain= must be INET, INET6 or UNIX")
+    if ("index" in kwargs) == ("name" in kwargs):
+        raise ValueError("give exactly one of index= and name=")
+    if "index" in kwargs and not str(kwargs["index"]).isdigit():
+        raise ValueError(f"index={kwargs['index']} is not a number")
 
 
 def _domains(value: Any) -> tuple[str, ...]:
@@ -331,7 +382,12 @@ def _schedule(value: Any) -> tuple[float, ...]:
     items = _strings(value)
     if not items:
         raise ValueError("needs at least one interval")
-    return tuple(parseDuration(v) for v in items)
+    schedule = tuple(parseDuration(v) for v in items)
+    for text, seconds in zip(items, schedule, strict=True):
+        # Zero would retry a failing message in a tight loop.
+        if seconds < 1:
+            raise ValueError(f"{text!r} is shorter than 1s")
+    return schedule
 
 
 def _duration(value: Any) -> float:
@@ -447,16 +503,3 @@ def loadConfig(path: str | Path) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config: {p}: not valid TOML: {e}") from None
     return _build(data, str(p), p.absolute().parent)
-
-
-def parseConfig(text: str, base: Path | None = None) -> Config:
-    """
-    Validate TOML text (for tests and C{mta check}).
-
-    @raise ConfigError: not valid.
-    """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config: not valid TOML: {e}") from None
-    return _build(data, "<string>", base or Path.cwd())

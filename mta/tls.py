@@ -305,6 +305,36 @@ def _loadPair(
     return chain, key
 
 
+def checkCertificateFiles(
+    certificatePath: Path,
+    privateKeyPath: Path,
+    now: datetime.datetime | None = None,
+) -> None:
+    """
+    Check C{[tls]}'s files as C{mta check} does: they load into a server
+    context (readable, PEM, the key matching the certificate) and the
+    certificate is valid now (blocking).
+
+    @param now: the time to check against; the current time by default.
+    @raise ConfigError: one line naming C{tls.certificate} or
+        C{tls.private_key} and saying what is wrong.
+    """
+    serverContext(certificatePath, privateKeyPath)
+    chain, _ = _loadPair(certificatePath, privateKeyPath)
+    leaf = chain[0]
+    now = now or datetime.datetime.now(datetime.UTC)
+    if leaf.not_valid_after_utc < now:
+        raise ConfigError(
+            f"config: tls.certificate: {certificatePath} expired on "
+            f"{leaf.not_valid_after_utc.isoformat()}"
+        )
+    if leaf.not_valid_before_utc > now:
+        raise ConfigError(
+            f"config: tls.certificate: {certificatePath} is not valid before "
+            f"{leaf.not_valid_before_utc.isoformat()}"
+        )
+
+
 def _warnIfExpired(certificate: x509.Certificate, path: Path) -> None:
     now = datetime.datetime.now(datetime.UTC)
     if certificate.not_valid_after_utc < now:

@@ -4,6 +4,7 @@ Tests for L{mta.admin}: the C{mta} command.
 
 from __future__ import annotations
 
+import datetime
 import getpass
 import io
 import os
@@ -12,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from argon2 import PasswordHasher
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta import admin, auth
@@ -23,6 +27,7 @@ from mta.queue.control import ControlRequests
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
 from tests.test_spool import makeEnvelope
+from tests.test_tls import makeKey, pem
 
 CONFIG = """\
 hostname = "mail.example.com"
@@ -460,6 +465,127 @@ class CheckAndUsageTests(AdminTestCase):
         status = self.run_("check")
         users = self.dataDir / "users"
         self.assertFailed(status, f"mta: {users} line 1: expected 'address:hash'")
+
+    def test_checkBadListener(self) -> None:
+        """
+        A listener description Twisted cannot parse fails C{check}, naming
+        the key.
+        """
+        self.config.write_text(CONFIG + '[listen]\nsmtp = ["tcp:abc"]\n')
+        status = self.run_("check")
+        self.assertEqual(status, 1)
+        self.assertTrue(self.stderr.getvalue().startswith("mta: config: listen.smtp: "))
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+
+    def test_checkSystemdListener(self) -> None:
+        """
+        A systemd listener passes C{check} on a machine that passed no
+        sockets.
+        """
+        self.config.write_text(CONFIG + '[listen]\nsmtp = ["systemd:domain=INET:index=0"]\n')
+        self.assertEqual(self.run_("check"), 0)
+
+    def writeTLS(
+        self,
+        notBefore: datetime.timedelta = -datetime.timedelta(days=1),
+        notAfter: datetime.timedelta = datetime.timedelta(days=30),
+        otherKey: bool = False,
+    ) -> tuple[Path, Path]:
+        """
+        Write a certificate valid from now + C{notBefore} to now +
+        C{notAfter}, and a key (its own, or another with C{otherKey}), and
+        point the config's C{[tls]} at them.
+        """
+        key = makeKey()
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.example.com")])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + notBefore)
+            .not_valid_after(now + notAfter)
+            .sign(key, hashes.SHA256())
+        )
+        certPath, keyPath = self.base / "cert.pem", self.base / "key.pem"
+        certPath.write_bytes(pem(certificate))
+        keyPath.write_bytes(pem(makeKey() if otherKey else key))
+        self.config.write_text(
+            CONFIG + f'[tls]\ncertificate = "{certPath}"\nprivate_key = "{keyPath}"\n'
+        )
+        return certPath, keyPath
+
+    def test_checkGoodTLS(self) -> None:
+        """
+        A readable, matching, valid certificate and key pass C{check}.
+        """
+        self.writeTLS()
+        self.assertEqual(self.run_("check"), 0)
+
+    def test_checkMissingCertificate(self) -> None:
+        """
+        A certificate file that is not there fails C{check} with one line.
+        """
+        certPath, _ = self.writeTLS()
+        certPath.unlink()
+        status = self.run_("check")
+        self.assertFailed(
+            status,
+            f"mta: config: tls.certificate: cannot read {certPath}: No such file or directory",
+        )
+
+    def test_checkUnreadableKey(self) -> None:
+        """
+        A key file that is not a PEM key fails C{check} with one line.
+        """
+        _, keyPath = self.writeTLS()
+        keyPath.write_text("not a key\n")
+        status = self.run_("check")
+        self.assertFailed(
+            status, f"mta: config: tls.private_key: {keyPath} holds no unencrypted PEM private key"
+        )
+
+    def test_checkMismatchedKey(self) -> None:
+        """
+        A key that does not belong to the certificate fails C{check}.
+        """
+        certPath, keyPath = self.writeTLS(otherKey=True)
+        status = self.run_("check")
+        self.assertFailed(
+            status,
+            f"mta: config: tls.private_key: {keyPath} does not match the certificate in {certPath}",
+        )
+
+    def test_checkExpiredCertificate(self) -> None:
+        """
+        An expired certificate fails C{check} with one line saying so.
+        """
+        certPath, _ = self.writeTLS(
+            notBefore=-datetime.timedelta(days=90), notAfter=-datetime.timedelta(days=1)
+        )
+        status = self.run_("check")
+        self.assertEqual(status, 1)
+        self.assertTrue(
+            self.stderr.getvalue().startswith(
+                f"mta: config: tls.certificate: {certPath} expired on "
+            )
+        )
+        self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+
+    def test_checkNotYetValidCertificate(self) -> None:
+        """
+        A certificate whose validity starts in the future fails C{check}.
+        """
+        certPath, _ = self.writeTLS(notBefore=datetime.timedelta(days=2))
+        status = self.run_("check")
+        self.assertEqual(status, 1)
+        self.assertTrue(
+            self.stderr.getvalue().startswith(
+                f"mta: config: tls.certificate: {certPath} is not valid before "
+            )
+        )
 
     def test_noCommand(self) -> None:
         """
