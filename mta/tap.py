@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_mail -*-
+# -*- test-case-name: tests.test_tap -*-
 """
 C{twistd mta}: options and L{makeService}, the only place objects are wired.
 

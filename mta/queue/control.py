@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_queuecontrol -*-
+# -*- test-case-name: tests.test_admin -*-
 """
 How C{mta queue flush|delete} reach a running server.
 
