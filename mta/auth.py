@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mta.interfaces import IAccount, IBlockingRunner, IUserDirectory
+from mta.interfaces import IAccount, IBlockingRunner, ILoginService, IUserDirectory
 from mta.logs import logLine
 from mta.protocol import isLoopback
 
@@ -341,6 +341,7 @@ def _loggable(user: str) -> str:
     return clean[:128] or "-"
 
 
+@implementer(ILoginService)
 class Authenticator:
     """
     Logs users in for the protocols: throttle, check, log.

@@ -135,6 +135,8 @@ class LimitsConfig:
     @ivar login_delay_after: failures from one IP before answers slow down.
     @ivar login_block_after: failures from one IP before logins are refused.
     @ivar login_block_time: how long the refusal and the count last.
+    @ivar messages_per_hour: most messages one authenticated user may
+        start in any hour (so a stolen password sends little spam).
     """
 
     message_size: int = 25 * 1024 * 1024
@@ -150,6 +152,7 @@ class LimitsConfig:
     login_delay_after: int = 3
     login_block_after: int = 10
     login_block_time: float = 900.0
+    messages_per_hour: int = 300
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mta.envelope import Address, Envelope, Recipient
     from mta.errors import Reply
     from mta.message import MessageBody
+    from mta.policy.base import Session, Verdict
 
 _T = TypeVar("_T")
 
@@ -221,6 +222,67 @@ class IDeliveryTarget(Interface):
         """
 
 
+class ILoginService(Interface):
+    """
+    Checks a user name and password for a protocol (SMTP AUTH, POP3,
+    IMAP), with the shared failed-login throttle and one log line per
+    attempt.
+    """
+
+    def login(username: str, password: str, peer: str, protocol: str = "-") -> Deferred[str]:
+        """
+        @param peer: the client's IP address (the throttle's key).
+        @param protocol: the protocol's name, for the log.
+        @return: a Deferred firing with the user's address, or failing
+            with L{mta.auth.LoginFailed} (wrong user or password, after
+            the throttle's delay) or L{mta.auth.LoginRefused} (the address
+            is blocked).
+        """
+
+
+class IPolicyCheck(Interface):
+    """
+    One check on incoming mail, asked at each step of an SMTP session.
+
+    Relay access, the authenticated sender's rate and address ownership
+    (and SPF, DKIM and DMARC) are policy checks; the SMTP server asks
+    a chain of them (L{mta.policy.base.PolicyChain}) and never calls a
+    concrete check itself.  Each method answers a L{Verdict} (accept, or a
+    reply that refuses the step; at end of data also headers to add), or a
+    Deferred of one when it must wait (DNS, a thread).
+    """
+
+    def checkConnection(session: Session) -> Verdict | Deferred[Verdict]:
+        """
+        A client connected; a refusal is sent instead of the greeting.
+        """
+
+    def checkHelo(session: Session, name: str) -> Verdict | Deferred[Verdict]:
+        """
+        The client said EHLO or HELO C{name}.
+        """
+
+    def checkSender(session: Session, sender: Address) -> Verdict | Deferred[Verdict]:
+        """
+        MAIL FROM:<sender>, its syntax and parameters already checked.
+        """
+
+    def checkRecipient(
+        session: Session, sender: Address, recipient: Address
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        RCPT TO:<recipient> before the directory expands it.
+        """
+
+    def checkMessage(
+        session: Session, envelope: Envelope, data: bytes
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        The whole message is in (C{data} as the client sent it, no trace
+        headers yet); the headers of an accepting verdict are added on top.
+        """
+
+
 class IAccount(Interface):
     """
     The avatar of a logged-in user (twisted.cred).
@@ -235,9 +297,11 @@ __all__ = [
     "IAccount",
     "IBlockingRunner",
     "IDeliveryTarget",
+    "ILoginService",
     "IMailbox",
     "IMessageSink",
     "IMessageStore",
+    "IPolicyCheck",
     "ISpool",
     "IUserDirectory",
     "StoredMessage",

@@ -215,7 +215,7 @@ class BaseDirectory:
         if key is None:
             pass
         elif key in tables.users:
-            found = [Address.parse(key)]
+            found = [Address.parse(key, utf8=True)]
         elif key not in chain and len(chain) < MAX_DEPTH:
             for target in tables.aliases[key]:
                 found.extend(self._expand(tables, target, (*chain, key)))
@@ -391,7 +391,7 @@ class BaseDirectory:
         """
         if not self.isLocalDomain(target.domain):
             return target
-        return Address.parse(target.canonical())
+        return Address.parse(target.canonical(), utf8=True)
 
 
 def parsePlainAddress(text: str) -> Address:
@@ -401,7 +401,8 @@ def parsePlainAddress(text: str) -> Address:
 
     @raise ValueError: it is not one.
     """
-    parsed = Address.parse(text.strip())
+    # UTF-8 local parts and domains (RFC 6531) are ordinary names here.
+    parsed = Address.parse(text.strip(), utf8=True)
     if parsed.isNull or _UNSAFE.search(str(parsed)):
         raise ValueError(f"not a plain address: {text.strip()!r}")
     return parsed

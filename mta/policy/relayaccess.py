@@ -1,10 +1,10 @@
-# -*- test-case-name: tests.test_smtpserver -*-
+# -*- test-case-name: tests.test_policy -*-
 """
-Who may relay: the "no open relay" rule's one input, the trusted networks.
+Who may relay: the "no open relay" rule, as an L{IPolicyCheck}.
 
-Mail to a non-local domain is accepted only from an authenticated user
-(the SMTP server checks that) or from an address in C{[relay]
-trusted_networks}.
+Mail to a non-local domain is accepted at RCPT only from an
+authenticated user or from an address in C{[relay] trusted_networks};
+anyone else gets C{554 5.7.1}.
 """
 
 from __future__ import annotations
@@ -12,15 +12,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mta.config import IPNetwork
+from mta.envelope import Address
+from mta.errors import Reply
+from mta.interfaces import IUserDirectory
+from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict, refuse
 from mta.protocol import parseIP
 
+S554_NO_RELAY = Reply(554, "5.7.1 Relay access denied")
 
-class RelayPolicy:
+
+class RelayAccess(PolicyCheck):
     """
-    Answers whether a client address is trusted to relay.
+    Refuses non-local recipients from clients that may not relay.
     """
 
-    def __init__(self, trustedNetworks: Iterable[IPNetwork]) -> None:
+    def __init__(self, directory: IUserDirectory, trustedNetworks: Iterable[IPNetwork]) -> None:
+        """
+        @param directory: says which domains are local.
+        @param trustedNetworks: client networks that may relay without AUTH.
+        """
+        self._directory = directory
         self._networks = tuple(trustedNetworks)
 
     def isTrusted(self, host: str) -> bool:
@@ -30,3 +41,13 @@ class RelayPolicy:
         """
         ip = parseIP(host)
         return ip is not None and any(ip in net for net in self._networks)
+
+    def checkRecipient(self, session: Session, sender: Address, recipient: Address) -> Verdict:
+        """
+        Refuse a non-local C{recipient} unless the client may relay.
+        """
+        if self._directory.isLocalDomain(recipient.domain):
+            return ACCEPT
+        if session.authUser or self.isTrusted(session.peer):
+            return ACCEPT
+        return refuse(S554_NO_RELAY)

@@ -3,54 +3,68 @@
 The ESMTP server: step "receive" of the lifecycle.
 
 One protocol serves three listeners (L{Mode}): C{smtp} (MX: mail from the
-internet, local recipients or trusted relay), C{submission} (STARTTLS, then
-AUTH before MAIL) and C{submissions} (the same over implicit TLS).  It is
-built on L{mta.protocol.LineCommandProtocol}: handlers return a L{Reply} or
-a Deferred of one.  DATA is read in bulk, not line by line: the terminator
-C{CRLF.CRLF} is searched for in the raw stream, which is both fast and
-immune to SMTP smuggling (a bare LF or bare CR anywhere in a message gets
-it refused).  The message goes to an L{IMessageSink}; 250 is sent only
-when the sink says it is on disk.
+internet, local recipients or trusted relay), C{submission} (STARTTLS,
+then AUTH before MAIL) and C{submissions} (the same over implicit TLS).
+It is built on L{mta.protocol.LineCommandProtocol}: handlers return a
+L{Reply} or a Deferred of one.
+
+What may pass is decided elsewhere: every step is put to an
+L{IPolicyCheck} (relay access, rate limits, sender ownership, later
+SPF/DKIM/DMARC), addresses are expanded by the L{IUserDirectory}, logins
+go to an L{ILoginService}, and the message goes to an L{IMessageSink};
+250 is sent only when the sink says it is on disk.
+
+The message arrives by DATA or by BDAT chunks (RFC 3030), both read in
+bulk, not line by line.  DATA ends only at C{CRLF.CRLF}, searched for in
+the raw stream; a bare CR or LF anywhere in a message gets it refused,
+which closes the SMTP-smuggling family of attacks.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import enum
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IOpenSSLContextFactory, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mta.auth import Authenticator, LoginRefused, decodePlain, plaintextAllowed
+from mta.auth import LoginRefused
 from mta.config import LimitsConfig
-from mta.envelope import Address, AddressError, Envelope, Recipient
+from mta.envelope import Address, Envelope, Recipient
 from mta.errors import Reply
-from mta.interfaces import IMessageSink, IUserDirectory
+from mta.interfaces import ILoginService, IMessageSink, IPolicyCheck, IUserDirectory
 from mta.logs import logLine
-from mta.policy.relayaccess import RelayPolicy
-from mta.protocol import LineCommandProtocol, isLoopback
+from mta.policy.base import Session, Verdict
+from mta.protocol import LineCommandProtocol
+from mta.sasl import MECHANISMS, Challenge, SaslCancelled, SaslError, startExchange
 from mta.smtp import replies as R
-from mta.tls import TLSContextHolder, tlsVersion
+from mta.smtp.params import (
+    MailParams,
+    Param,
+    ParamError,
+    RcptParams,
+    parseMailParams,
+    parsePath,
+    parseRcptParams,
+)
+from mta.tls import tlsVersion
 
 _log = Logger(namespace="mta.smtp")
+_R = TypeVar("_R")
 
-_PATH = re.compile(r"^\s*(<[^>]*>|[^\s<>]+)(.*)$")
 _HEADER_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _HEADER_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _HEADER_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_BDAT = re.compile(rb"^(\d{1,18})(?: +(LAST))? *$", re.IGNORECASE)
 MAX_HOPS = 50
-
-#: One step of a SASL exchange: gets the client's next line.
-SaslStep = Callable[[bytes], "Reply | Deferred[Any] | None"]
-
 
 #: The last Date-header text made, and the second it is for.
 _lastDate: tuple[int, str] = (-1, "")
@@ -83,38 +97,18 @@ class Mode(enum.Enum):
 class Transaction:
     """
     The state of one MAIL transaction.
+
+    @ivar params: what MAIL's parameters asked for (SMTPUTF8, BODY, DSN
+        RET/ENVID, REQUIRETLS).
+    @ivar chunks: the message so far when it comes by BDAT, else C{None}.
     """
 
     queueId: str
     sender: Address
+    params: MailParams
     recipients: list[Recipient] = field(default_factory=list)
     rcptCount: int = 0
-
-
-def parsePath(text: str, keyword: str) -> tuple[Address, dict[str, str]]:
-    """
-    Parse C{FROM:<addr> PARAM=VALUE ...} (or C{TO:...}).
-
-    @return: the address and the ESMTP parameters (names upper case).
-    @raise AddressError: bad syntax.
-    """
-    head, colon, rest = text.partition(":")
-    if not colon or head.strip().upper() != keyword:
-        raise AddressError("bad syntax")
-    m = _PATH.match(rest)
-    if not m:
-        raise AddressError("bad syntax")
-    path, params = m.group(1), m.group(2).split()
-    if path.startswith("<"):
-        path = path[1:-1]
-    if path.startswith("@"):
-        # An obsolete source route (<@a,@b:user@c>): ignore the route.
-        path = path.partition(":")[2]
-    options = {}
-    for p in params:
-        key, _, value = p.partition("=")
-        options[key.upper()] = value
-    return Address.parse(path), options
+    chunks: bytearray | None = None
 
 
 class SMTPFactory(Factory):
@@ -129,24 +123,51 @@ class SMTPFactory(Factory):
         hostname: str,
         directory: IUserDirectory,
         sink: IMessageSink,
-        relayPolicy: RelayPolicy,
+        policy: IPolicyCheck,
         limits: LimitsConfig,
         clock: IReactorTime,
-        authenticator: Authenticator | None = None,
-        tls: TLSContextHolder | None = None,
+        login: ILoginService | None = None,
+        tls: IOpenSSLContextFactory | None = None,
     ) -> None:
+        """
+        @param mode: which listener this is for.
+        @param hostname: for the banner, EHLO and Received headers.
+        @param directory: expands recipients.
+        @param sink: takes accepted messages.
+        @param policy: asked at every step.
+        @param limits: the C{[limits]} section.
+        @param clock: the time source (idle timer, dates).
+        @param login: checks AUTH credentials; C{None} offers no AUTH.
+        @param tls: the server's TLS context; C{None} offers no STARTTLS.
+        """
         self.mode = mode
         self.hostname = hostname
         self.directory = directory
         self.sink = sink
-        self.relayPolicy = relayPolicy
+        self.policy = policy
         self.limits = limits
         self.clock = clock
-        self.authenticator = authenticator
+        self.login = login
         self.tls = tls
 
     def buildProtocol(self, addr: IAddress | None) -> SMTPServer:
+        """
+        @return: a new session.
+        """
         return SMTPServer(self)
+
+
+def _then(
+    answer: Verdict | Deferred[Verdict], f: Callable[..., _R], *args: Any
+) -> _R | Deferred[_R]:
+    """
+    Call C{f(verdict, *args)} now when the policy answered at once, else
+    when its Deferred fires (most checks answer at once: no Deferred per
+    command on the fast path).
+    """
+    if isinstance(answer, Deferred):
+        return answer.addCallback(f, *args)
+    return f(answer, *args)
 
 
 class SMTPServer(LineCommandProtocol[Reply]):
@@ -160,6 +181,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         b"MAIL": "do_MAIL",
         b"RCPT": "do_RCPT",
         b"DATA": "do_DATA",
+        b"BDAT": "do_BDAT",
         b"RSET": "do_RSET",
         b"NOOP": "do_NOOP",
         b"QUIT": "do_QUIT",
@@ -185,14 +207,24 @@ class SMTPServer(LineCommandProtocol[Reply]):
         self.transaction: Transaction | None = None
         self._data = bytearray()
         self._dataTooBig = False
-        self._sasl: SaslStep | None = None
+        self._sasl: Callable[[bytes], Reply | Deferred[Any] | None] | None = None
 
     # -- base hooks -------------------------------------------------------------------
 
     def renderReply(self, reply: Reply) -> bytes:
         return reply.toBytes()
 
-    def greeting(self) -> Reply:
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # The banner waits for the connection check (a blocklist lookup may
+        # take a while); input meanwhile is held, as for any pending reply.
+        self.handleResult(_then(self.factory.policy.checkConnection(self.session()), self._greet))
+
+    def _greet(self, verdict: Verdict) -> Reply | None:
+        if verdict.reply is not None:
+            self._logReject(None, None, verdict.reply)
+            self.closeWith(verdict.reply)
+            return None
         return Reply(220, f"{self.factory.hostname} ESMTP")
 
     def _closing(self, template: str) -> Reply:
@@ -229,56 +261,102 @@ class SMTPServer(LineCommandProtocol[Reply]):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    @property
-    def plaintextOk(self) -> bool:
+    def session(self) -> Session:
         """
-        Whether passwords may be sent on this connection (TLS or loopback).
+        @return: what a policy check knows of this session, now.
         """
-        return plaintextAllowed(self.tlsActive, self.peer)
+        return Session(
+            peer=self.peer,
+            listener=self.factory.mode.value,
+            tls=self.tlsActive,
+            heloName=self.heloName or "",
+            authUser=self.authUser,
+        )
 
     def _authOffered(self) -> bool:
+        # RFC 8314 and Postfix's smtpd_tls_auth_only: passwords only under
+        # TLS on submission, whatever the client's address.
         return (
-            self.factory.authenticator is not None
-            and self.factory.mode is not Mode.MX
-            and self.plaintextOk
+            self.factory.login is not None and self.factory.mode is not Mode.MX and self.tlsActive
         )
 
     def _resetTransaction(self) -> None:
         self.transaction = None
 
-    def _args(self, args: bytes) -> str | None:
+    def _heloName(self, args: bytes) -> str | None:
+        """
+        @return: the name an EHLO/HELO gives, or C{None} when there is none
+            or it holds a control character (it goes into the Received
+            header and the logs, which nothing a client sends may split).
+        """
+        text = self._text(args)
+        if not text:
+            return None
+        name = text.split()[0]
+        if any(unicodedata.category(c) == "Cc" for c in name):
+            return None
+        return name
+
+    def _text(self, args: bytes) -> str | None:
+        # UTF-8 for SMTPUTF8 addresses; the address parser refuses anything
+        # non-ASCII that the transaction did not announce.
         try:
-            return args.decode("ascii").strip()
+            return args.decode("utf-8").strip()
         except UnicodeDecodeError:
             return None
 
     # -- greeting commands ------------------------------------------------------------------
 
-    def do_EHLO(self, args: bytes) -> Reply | None:
-        name = self._args(args)
-        if not name:
+    def do_EHLO(self, args: bytes) -> Reply | Deferred[Reply | None] | None:
+        name = self._heloName(args)
+        if name is None:
             return self.protocolError(R.S501_HELO)
-        self.heloName, self.esmtp = name.split()[0], True
+        self.heloName, self.esmtp = name, True
         self._resetTransaction()
+        return _then(
+            self.factory.policy.checkHelo(self.session(), self.heloName), self._ehloChecked
+        )
+
+    def _ehloChecked(self, verdict: Verdict) -> Reply | None:
+        if verdict.reply is not None:
+            self.heloName = None
+            return self.protocolError(verdict.reply)
+        return Reply(250, "\n".join(self.extensions()))
+
+    def extensions(self) -> list[str]:
+        """
+        @return: the EHLO reply's lines: our name, then the extensions
+            this session may use now.
+        """
         lines = [
             self.factory.hostname,
             "PIPELINING",
             f"SIZE {self.factory.limits.message_size}",
-            "8BITMIME",
-            "ENHANCEDSTATUSCODES",
         ]
         if self.factory.tls is not None and not self.tlsActive:
             lines.append("STARTTLS")
         if self._authOffered():
-            lines.append("AUTH PLAIN LOGIN")
-        return Reply(250, "\n".join(lines))
+            lines.append("AUTH " + " ".join(MECHANISMS))
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+        if self.tlsActive:
+            # RFC 8689 4.1: only offered on a session under TLS.
+            lines.append("REQUIRETLS")
+        return lines
 
-    def do_HELO(self, args: bytes) -> Reply | None:
-        name = self._args(args)
-        if not name:
-            return self.protocolError(Reply(501, "5.5.4 Syntax: HELO hostname"))
-        self.heloName, self.esmtp = name.split()[0], False
+    def do_HELO(self, args: bytes) -> Reply | Deferred[Reply | None] | None:
+        name = self._heloName(args)
+        if name is None:
+            return self.protocolError(R.S501_HELO_SYNTAX)
+        self.heloName, self.esmtp = name, False
         self._resetTransaction()
+        return _then(
+            self.factory.policy.checkHelo(self.session(), self.heloName), self._heloChecked
+        )
+
+    def _heloChecked(self, verdict: Verdict) -> Reply | None:
+        if verdict.reply is not None:
+            self.heloName = None
+            return self.protocolError(verdict.reply)
         return Reply(250, self.factory.hostname)
 
     def do_NOOP(self, args: bytes) -> Reply:
@@ -323,10 +401,10 @@ class SMTPServer(LineCommandProtocol[Reply]):
     # -- AUTH ---------------------------------------------------------------------------------
 
     def do_AUTH(self, args: bytes) -> Reply | Deferred[Reply | None] | None:
-        if self.factory.authenticator is None or self.factory.mode is Mode.MX:
+        if self.factory.login is None or self.factory.mode is Mode.MX:
             return self.protocolError(R.S500_UNKNOWN)
-        if not self.plaintextOk:
-            return self.protocolError(R.S538_ENCRYPTION)
+        if not self.tlsActive:
+            return self.protocolError(R.S530_TLS_FIRST)
         if self.heloName is None:
             return self.protocolError(R.S503_HELO_FIRST)
         if self.authUser:
@@ -334,52 +412,33 @@ class SMTPServer(LineCommandProtocol[Reply]):
         if self.transaction is not None:
             return self.protocolError(R.S503_AUTH_IN_MAIL)
         mechanism, _, initial = args.strip().partition(b" ")
-        mechanism = mechanism.upper()
-        if mechanism == b"PLAIN":
-            if initial:
-                return self._plainResponse(initial)
-            return self._ask(b"", self._plainResponse)
-        if mechanism == b"LOGIN":
-            if initial:
-                return self._loginUser(initial)
-            return self._ask(b"VXNlcm5hbWU6", self._loginUser)
-        return self.protocolError(R.S504_MECHANISM)
-
-    def _ask(self, challenge: bytes, step: SaslStep) -> Reply:
-        self._sasl = step
-        return Reply(334, challenge.decode("ascii"))
-
-    def _plainResponse(self, line: bytes) -> Reply | Deferred[Reply | None] | None:
-        if line.strip() == b"*":
-            return R.S501_AUTH_CANCELLED
+        exchange = startExchange(mechanism)
+        if exchange is None:
+            return self.protocolError(R.S504_MECHANISM)
         try:
-            _, user, password = decodePlain(line.strip())
-        except ValueError:
+            step = exchange.start(initial or None)
+        except SaslError:
             return self.protocolError(R.S501_AUTH_SYNTAX)
-        return self._login(user, password)
+        return self._saslStep(exchange, step)
 
-    def _loginUser(self, line: bytes) -> Reply | None:
-        if line.strip() == b"*":
-            return R.S501_AUTH_CANCELLED
-        try:
-            user = base64.b64decode(line.strip(), validate=True).decode("utf-8")
-        except ValueError:
-            return self.protocolError(R.S501_AUTH_SYNTAX)
-        self._sasl = lambda line: self._loginPassword(user, line)
-        return Reply(334, "UGFzc3dvcmQ6")
+    def _saslStep(self, exchange: Any, step: Any) -> Reply | Deferred[Reply | None] | None:
+        if isinstance(step, Challenge):
+            self._sasl = lambda line: self._saslResponse(exchange, line)
+            return Reply(334, step.data.decode("ascii"))
+        return self._login(step.user, step.password)
 
-    def _loginPassword(self, user: str, line: bytes) -> Reply | Deferred[Reply | None] | None:
-        if line.strip() == b"*":
-            return R.S501_AUTH_CANCELLED
+    def _saslResponse(self, exchange: Any, line: bytes) -> Reply | Deferred[Reply | None] | None:
         try:
-            password = base64.b64decode(line.strip(), validate=True).decode("utf-8")
-        except ValueError:
+            step = exchange.respond(line)
+        except SaslCancelled:
+            return R.S501_AUTH_CANCELLED
+        except SaslError:
             return self.protocolError(R.S501_AUTH_SYNTAX)
-        return self._login(user, password)
+        return self._saslStep(exchange, step)
 
     def _login(self, user: str, password: str) -> Deferred[Reply | None]:
-        assert self.factory.authenticator is not None
-        d = self.factory.authenticator.login(user, password, self.peer, "smtp")
+        assert self.factory.login is not None
+        d = self.factory.login.login(user, password, self.peer, "smtp")
         replied: Deferred[Reply | None] = d.addCallbacks(self._loggedIn, self._loginFailed)
         return replied
 
@@ -406,91 +465,103 @@ class SMTPServer(LineCommandProtocol[Reply]):
             return R.S503_NESTED_MAIL
         if self.factory.mode is Mode.MX:
             return None
-        if not self.tlsActive and not isLoopback(self.peer):
+        if not self.tlsActive:
             return R.S530_TLS_FIRST
         if not self.authUser:
             return R.S530_AUTH_FIRST
         return None
 
-    def do_MAIL(self, args: bytes) -> Reply | None:
+    def do_MAIL(self, args: bytes) -> Reply | Deferred[Reply | None] | None:
         refusal = self._mayStartMail()
         if refusal is not None:
             return self.protocolError(refusal)
-        text = self._args(args)
-        try:
-            sender, params = parsePath(text or "", "FROM")
-        except AddressError:
+        text = self._text(args)
+        if text is None:
             return self.protocolError(R.S501_SENDER_SYNTAX)
-        problem = self._checkMailParams(params)
-        if problem is not None:
-            return problem
-        owned = sender.isNull or self.factory.directory.mayUseSender(self.authUser, sender)
-        if self.authUser and not owned:
-            self._logReject(sender, None, R.S553_NOT_OWNER)
-            return R.S553_NOT_OWNER
-        self.transaction = Transaction(self.factory.sink.newQueueId(), sender)
+        try:
+            sender, raw = parsePath(text, "FROM")
+            params = parseMailParams(raw, maxSize=self.factory.limits.message_size)
+        except ParamError as e:
+            return self._paramError(e)
+        if sender.isUTF8 and not params.smtputf8:
+            return self.protocolError(R.S553_NEEDS_SMTPUTF8)
+        if params.requireTLS and not self.tlsActive:
+            return self.protocolError(R.S530_REQUIRETLS)
+        answer = self.factory.policy.checkSender(self.session(), sender)
+        return _then(answer, self._senderChecked, sender, params)
+
+    def _paramError(self, e: ParamError) -> Reply | None:
+        # Syntax errors count towards the error limit; a refusal by size
+        # or policy is an answer, not a client error.
+        if e.reply.code in (500, 501, 555):
+            return self.protocolError(e.reply)
+        return e.reply
+
+    def _senderChecked(self, verdict: Verdict, sender: Address, params: MailParams) -> Reply:
+        if verdict.reply is not None:
+            self._logReject(sender, None, verdict.reply)
+            return verdict.reply
+        self.transaction = Transaction(self.factory.sink.newQueueId(), sender, params)
         return R.S250_SENDER_OK
 
-    def _checkMailParams(self, params: dict[str, str]) -> Reply | None:
-        for key, value in params.items():
-            if key == "SIZE":
-                if not value.isdigit():
-                    return self.protocolError(R.S501_SYNTAX)
-                if int(value) > self.factory.limits.message_size:
-                    return R.S552_TOO_BIG
-            elif key == "BODY":
-                if value.upper() not in ("7BIT", "8BITMIME"):
-                    return self.protocolError(R.S501_SYNTAX)
-            elif key != "AUTH":
-                return self.protocolError(R.S555_PARAMETER)
-        return None
-
-    def do_RCPT(self, args: bytes) -> Reply | None:
+    def do_RCPT(self, args: bytes) -> Reply | Deferred[Reply | None] | None:
         t = self.transaction
         if t is None:
             return self.protocolError(R.S503_MAIL_FIRST)
-        text = self._args(args) or ""
+        text = self._text(args)
+        if text is None:
+            return self.protocolError(R.S501_RCPT_SYNTAX)
         try:
             if text.upper().replace(" ", "") in ("TO:<POSTMASTER>", "TO:POSTMASTER"):
                 rcpt = Address("postmaster", sorted(self.factory.directory.domains)[0])
-                params: dict[str, str] = {}
+                raw: list[Param] = []
             else:
-                rcpt, params = parsePath(text, "TO")
-        except AddressError:
+                rcpt, raw = parsePath(text, "TO")
+            params = parseRcptParams(raw)
+        except ParamError as e:
+            return self._paramError(e)
+        if rcpt.isNull:
             return self.protocolError(R.S501_RCPT_SYNTAX)
-        if params or rcpt.isNull:
-            return self.protocolError(R.S555_PARAMETER if params else R.S501_RCPT_SYNTAX)
+        if rcpt.isUTF8 and not t.params.smtputf8:
+            return self.protocolError(R.S553_NEEDS_SMTPUTF8)
         if t.rcptCount >= self.factory.limits.recipients:
             return R.S452_TOO_MANY_RCPTS
-        refusal = self._checkRecipient(rcpt)
-        if refusal is not None:
-            self._logReject(t.sender, rcpt, refusal)
-            return self.protocolError(refusal)
-        return R.S250_RCPT_OK
+        answer = self.factory.policy.checkRecipient(self.session(), t.sender, rcpt)
+        return _then(answer, self._recipientChecked, t, rcpt, params)
 
-    def _checkRecipient(self, rcpt: Address) -> Reply | None:
-        directory = self.factory.directory
-        mayRelay = self.authUser or self.factory.relayPolicy.isTrusted(self.peer)
-        if not directory.isLocalDomain(rcpt.domain) and not mayRelay:
-            return R.S554_NO_RELAY
-        targets = directory.resolve(rcpt)
+    def _recipientChecked(
+        self, verdict: Verdict, t: Transaction, rcpt: Address, params: RcptParams
+    ) -> Reply | None:
+        targets = None
+        if verdict.reply is None:
+            targets = self.factory.directory.resolve(rcpt)
         if targets is None:
-            return R.S550_NO_USER
-        t = self.transaction
-        assert t is not None
+            refusal = verdict.reply or R.S550_NO_USER
+            self._logReject(t.sender, rcpt, refusal)
+            return self.protocolError(refusal) if refusal.isPermanent else refusal
         t.rcptCount += 1
         known = {r.address for r in t.recipients}
+        orcpt = f"{params.orcpt[0]};{params.orcpt[1]}" if params.orcpt else ""
         for target in targets:
             if target not in known:
                 known.add(target)
-                t.recipients.append(Recipient(target, rcpt))
+                t.recipients.append(Recipient(target, rcpt, notify=params.notify, orcpt=orcpt))
+        return R.S250_RCPT_OK
+
+    def _mayStartData(self, chunked: bool) -> Reply | None:
+        t = self.transaction
+        if t is None:
+            return R.S503_MAIL_FIRST
+        if not t.recipients:
+            return R.S554_NO_RECIPIENTS
+        if not chunked and t.chunks is not None:
+            return R.S503_DATA_AFTER_BDAT
         return None
 
     def do_DATA(self, args: bytes) -> Reply | None:
-        if self.transaction is None:
-            return self.protocolError(R.S503_MAIL_FIRST)
-        if not self.transaction.recipients:
-            return self.protocolError(Reply(554, "5.5.1 Error: no valid recipients"))
+        refusal = self._mayStartData(chunked=False)
+        if refusal is not None:
+            return self.protocolError(refusal)
         self._data = bytearray(b"\r\n")
         self._dataTooBig = False
         self.setBulkMode(self._dataReceived)
@@ -518,17 +589,79 @@ class SMTPServer(LineCommandProtocol[Reply]):
         # RFC 5321 4.5.2: remove one leading dot from every line.
         body = bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
         self._data = bytearray()
-        return len(chunk) - leftover, self._messageReceived(body)
+        return len(chunk) - leftover, self._messageReceived(body, self._dataTooBig)
 
-    def _messageReceived(self, body: bytes) -> Reply | Deferred[Reply] | None:
+    # -- BDAT (RFC 3030) ------------------------------------------------------------------------
+
+    def do_BDAT(self, args: bytes) -> Reply | Deferred[Reply] | None:
+        m = _BDAT.match(args.strip())
+        if m is None:
+            # Without a size we cannot tell where the chunk ends: whatever
+            # follows could be taken for commands.  Give up on the session.
+            self.closeWith(R.S501_BDAT_SYNTAX)
+            return None
+        size, last = int(m.group(1)), m.group(2) is not None
+        refusal = self._mayStartData(chunked=True)
+        if refusal is not None:
+            # The chunk is read and dropped all the same (RFC 3030 3).
+            return self._readChunk(size, None, lambda: self.protocolError(refusal))
+        t = self.transaction
+        assert t is not None
+        if t.chunks is None:
+            t.chunks = bytearray()
+        if len(t.chunks) + size > self.factory.limits.message_size:
+            self._resetTransaction()
+            self._logTransaction(t, len(t.chunks) + size, R.S552_TOO_BIG)
+            return self._readChunk(size, None, lambda: R.S552_TOO_BIG)
+        return self._readChunk(size, t.chunks, lambda: self._chunkDone(t, size, last))
+
+    def _readChunk(
+        self, size: int, into: bytearray | None, done: Callable[[], Any]
+    ) -> Reply | Deferred[Reply] | None:
+        """
+        Take the next C{size} bytes of input as a BDAT chunk (appended to
+        C{into}, or dropped), then answer C{done()}.
+        """
+        if size == 0:
+            result: Reply | Deferred[Reply] | None = done()
+            return result
+        remaining = size
+
+        def consume(data: bytes) -> tuple[int, Any] | None:
+            nonlocal remaining
+            take = min(remaining, len(data))
+            if into is not None:
+                into.extend(data[:take])
+            remaining -= take
+            if remaining:
+                return None
+            return take, done()
+
+        self.setBulkMode(consume)
+        return None
+
+    def _chunkDone(self, t: Transaction, size: int, last: bool) -> Reply | Deferred[Reply] | None:
+        if not last:
+            return Reply(250, f"2.0.0 {size} octets received")
+        assert t.chunks is not None
+        body = bytes(t.chunks)
+        if body and not body.endswith(b"\r\n"):
+            # RFC 3030 leaves the last line end to the client; a stored
+            # message always ends with one.
+            body += b"\r\n"
+        return self._messageReceived(body, False)
+
+    # -- the message --------------------------------------------------------------------------
+
+    def _messageReceived(self, body: bytes, tooBig: bool) -> Reply | Deferred[Reply] | None:
         t = self.transaction
         assert t is not None
         self._resetTransaction()
-        refusal = self._checkMessage(body)
+        refusal = self._checkMessage(body, tooBig)
         if refusal is not None:
             self._logTransaction(t, len(body), refusal)
             return refusal
-        data = self._traceHeaders(t, body) + body
+        p = t.params
         envelope = Envelope(
             queueId=t.queueId,
             sender=t.sender,
@@ -537,7 +670,25 @@ class SMTPServer(LineCommandProtocol[Reply]):
             clientAddress=self.peer,
             heloName=self.heloName or "",
             authUser=self.authUser,
+            smtputf8=p.smtputf8,
+            bodyType=p.body or "",
+            requireTLS=p.requireTLS,
+            dsnRet=p.ret or "",
+            dsnEnvid=p.envid or "",
         )
+        answer = self.factory.policy.checkMessage(self.session(), envelope, body)
+        if isinstance(answer, Deferred):
+            return answer.addCallback(self._messageChecked, t, envelope, body)
+        return self._messageChecked(answer, t, envelope, body)
+
+    def _messageChecked(
+        self, verdict: Verdict, t: Transaction, envelope: Envelope, body: bytes
+    ) -> Deferred[Reply]:
+        if verdict.reply is not None:
+            self._logTransaction(t, len(body), verdict.reply)
+            return succeed(verdict.reply)
+        added = "".join(f"{h}\r\n" for h in verdict.headers).encode("utf-8", "surrogateescape")
+        data = self._traceHeaders(t, body) + added + body
         d = self.factory.sink.enqueue(envelope, data)
         replied = d.addCallbacks(
             lambda qid: Reply(250, f"2.0.0 Ok: queued as {qid}"),
@@ -547,8 +698,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
         logged: Deferred[Reply] = replied.addCallback(self._logQueued, t, len(data))
         return logged
 
-    def _checkMessage(self, body: bytes) -> Reply | None:
-        if self._dataTooBig or len(body) > self.factory.limits.message_size:
+    def _checkMessage(self, body: bytes, tooBig: bool) -> Reply | None:
+        if tooBig or len(body) > self.factory.limits.message_size:
             return R.S552_TOO_BIG
         crlf = body.count(b"\r\n")
         if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
@@ -558,16 +709,24 @@ class SMTPServer(LineCommandProtocol[Reply]):
             return R.S554_LOOP
         return None
 
+    def _protocolName(self, t: Transaction) -> str:
+        """
+        @return: the Received header's C{with} word (RFC 3848, RFC 6531).
+        """
+        if not self.esmtp:
+            return "SMTP"
+        name = "UTF8SMTP" if t.params.smtputf8 else "ESMTP"
+        if self.tlsActive:
+            name += "S"
+        if self.authUser:
+            name += "A"
+        return name
+
     def _traceHeaders(self, t: Transaction, body: bytes) -> bytes:
         """
         @return: the Received header, plus Message-ID and Date where a
             submitted message lacks them.
         """
-        protocol = "ESMTP" if self.esmtp else "SMTP"
-        if self.esmtp and self.tlsActive:
-            protocol += "S"
-        if self.esmtp and self.authUser:
-            protocol += "A"
         tls = tlsVersion(self.transport) if self.tlsActive else ""
         using = f" (using {tls})" if tls else ""
         forClause = f"\r\n\tfor <{t.recipients[0].original}>" if t.rcptCount == 1 else ""
@@ -575,7 +734,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         host = self.factory.hostname
         trace = (
             f"Received: from {self.heloName} ([{self.peer}]){using}\r\n"
-            f"\tby {host} with {protocol} id {t.queueId}{forClause};\r\n\t{date}\r\n"
+            f"\tby {host} with {self._protocolName(t)} id {t.queueId}{forClause};\r\n\t{date}\r\n"
         )
         if self.factory.mode is not Mode.MX:
             head = body[: body.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in body else body
@@ -611,11 +770,11 @@ class SMTPServer(LineCommandProtocol[Reply]):
             result=str(reply),
         )
 
-    def _logReject(self, sender: Address, rcpt: Address | None, reply: Reply) -> None:
+    def _logReject(self, sender: Address | None, rcpt: Address | None, reply: Reply) -> None:
         logLine(
             _log,
             "smtp: reject from=<{sender}> to=<{to}> ip={ip} helo={helo} auth={auth} result={result}",
-            sender=sender,
+            sender=sender if sender is not None else "",
             to=rcpt if rcpt is not None else "",
             ip=self.peer,
             helo=self.heloName,

@@ -10,8 +10,9 @@ import itertools
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
+from mta.auth import LoginFailed, LoginRefused
 from mta.envelope import Envelope
-from mta.interfaces import IMessageSink
+from mta.interfaces import ILoginService, IMessageSink
 
 
 @implementer(IMessageSink)
@@ -50,3 +51,33 @@ class RecordingSink:
             self.held.append(d)
             return d
         return succeed(envelope.queueId)
+
+
+@implementer(ILoginService)
+class FakeLogin:
+    """
+    An L{ILoginService} with passwords in a dict, answering at once.
+
+    @ivar attempts: C{(user, password, peer, protocol)} per call, in order.
+    @ivar blocked: peers whose logins are refused unchecked.
+    """
+
+    def __init__(self, passwords: dict[str, str]) -> None:
+        """
+        @param passwords: user address to password.
+        """
+        self.passwords = passwords
+        self.attempts: list[tuple[str, str, str, str]] = []
+        self.blocked: set[str] = set()
+
+    def login(self, username: str, password: str, peer: str, protocol: str = "-") -> Deferred[str]:
+        """
+        See L{ILoginService.login}.
+        """
+        self.attempts.append((username, password, peer, protocol))
+        if peer in self.blocked:
+            return fail(LoginRefused("blocked"))
+        user = username.lower()
+        if self.passwords.get(user) != password:
+            return fail(LoginFailed("Authentication failed"))
+        return succeed(user)

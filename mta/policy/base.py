@@ -1,0 +1,206 @@
+# -*- test-case-name: tests.test_policy -*-
+"""
+The policy seam: what a check sees (L{Session}), what it answers
+(L{Verdict}), and L{PolicyChain}, the one L{IPolicyCheck} the SMTP server
+talks to.
+
+Step "check" of the lifecycle: C{smtp.server} receives, the chain asks
+every check in order (relay access, sender rate, sender ownership, and
+later SPF/DKIM/DMARC), the first refusal wins, and the headers that
+accepting checks add at end of data are put on top of the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from mta.envelope import Address, Envelope
+from mta.errors import Reply
+from mta.interfaces import IPolicyCheck
+
+
+@dataclass(frozen=True)
+class Session:
+    """
+    What a check knows about the SMTP session asking.
+
+    @ivar peer: the client's IP address.
+    @ivar listener: C{"smtp"}, C{"submission"} or C{"submissions"}.
+    @ivar tls: whether the session is under TLS.
+    @ivar heloName: what the client said in EHLO/HELO (C{""} before).
+    @ivar authUser: the authenticated user's address, or C{""}.
+    """
+
+    peer: str
+    listener: str
+    tls: bool = False
+    heloName: str = ""
+    authUser: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    A check's answer.
+
+    @ivar reply: C{None} to accept; else the reply that refuses the step.
+    @ivar headers: at end of data, header lines (without line end) to add
+        on top of the message when it is accepted.
+    """
+
+    reply: Reply | None = None
+    headers: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        """
+        @return: whether the step may go on.
+        """
+        return self.reply is None
+
+
+#: The answer of a check that has nothing against a step.
+ACCEPT = Verdict()
+
+
+def refuse(reply: Reply) -> Verdict:
+    """
+    @return: a verdict refusing the step with C{reply}.
+    """
+    return Verdict(reply)
+
+
+@implementer(IPolicyCheck)
+class PolicyCheck:
+    """
+    A base for checks: every step accepted; a check overrides the steps it
+    cares about.
+    """
+
+    def checkConnection(self, session: Session) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkConnection}.
+        """
+        return ACCEPT
+
+    def checkHelo(self, session: Session, name: str) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkHelo}.
+        """
+        return ACCEPT
+
+    def checkSender(self, session: Session, sender: Address) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkSender}.
+        """
+        return ACCEPT
+
+    def checkRecipient(
+        self, session: Session, sender: Address, recipient: Address
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkRecipient}.
+        """
+        return ACCEPT
+
+    def checkMessage(
+        self, session: Session, envelope: Envelope, data: bytes
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkMessage}.
+        """
+        return ACCEPT
+
+
+Ask = Callable[[IPolicyCheck], "Verdict | Deferred[Verdict]"]
+
+
+@implementer(IPolicyCheck)
+class PolicyChain:
+    """
+    Asks checks in order: the first refusal is the answer; headers of
+    accepting checks are gathered in order.  While every check answers at
+    once, so does the chain (no Deferred per command on the fast path).
+    """
+
+    def __init__(self, checks: Iterable[IPolicyCheck] = ()) -> None:
+        """
+        @param checks: the checks, asked in this order.
+        """
+        self.checks: Sequence[IPolicyCheck] = tuple(checks)
+
+    def _ask(self, ask: Ask) -> Verdict | Deferred[Verdict]:
+        return _askFrom(list(self.checks), ask, ())
+
+    def checkConnection(self, session: Session) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkConnection}.
+        """
+        return self._ask(lambda c: c.checkConnection(session))
+
+    def checkHelo(self, session: Session, name: str) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkHelo}.
+        """
+        return self._ask(lambda c: c.checkHelo(session, name))
+
+    def checkSender(self, session: Session, sender: Address) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkSender}.
+        """
+        return self._ask(lambda c: c.checkSender(session, sender))
+
+    def checkRecipient(
+        self, session: Session, sender: Address, recipient: Address
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkRecipient}.
+        """
+        return self._ask(lambda c: c.checkRecipient(session, sender, recipient))
+
+    def checkMessage(
+        self, session: Session, envelope: Envelope, data: bytes
+    ) -> Verdict | Deferred[Verdict]:
+        """
+        See L{IPolicyCheck.checkMessage}.
+        """
+        return self._ask(lambda c: c.checkMessage(session, envelope, data))
+
+
+def _askFrom(
+    checks: list[IPolicyCheck], ask: Ask, headers: tuple[str, ...]
+) -> Verdict | Deferred[Verdict]:
+    """
+    Ask C{checks} in turn from the first, synchronously while answers are
+    ready, carrying the headers gathered so far.
+    """
+    while checks:
+        answer = ask(checks.pop(0))
+        if isinstance(answer, Deferred):
+            return answer.addCallback(_continue, checks, ask, headers)
+        if not answer.accepted:
+            return answer
+        headers += answer.headers
+    return Verdict(None, headers) if headers else ACCEPT
+
+
+def _continue(
+    answer: Verdict, checks: list[IPolicyCheck], ask: Ask, headers: tuple[str, ...]
+) -> Verdict | Deferred[Verdict]:
+    if not answer.accepted:
+        return answer
+    return _askFrom(checks, ask, headers + answer.headers)
+
+
+__all__ = [
+    "ACCEPT",
+    "PolicyChain",
+    "PolicyCheck",
+    "Session",
+    "Verdict",
+    "refuse",
+]
