@@ -12,8 +12,8 @@ files, and the L{AccountRealm} hands out an L{IAccount}.
 L{Authenticator} is what the protocols call.  It adds the per-address
 L{LoginThrottle} (failures are answered more and more slowly, then refused
 for a while, without touching other addresses) and logs one line per
-attempt.  It also holds the small SASL helpers (L{decodePlain}, the LOGIN
-prompts) and the "may a password cross this connection" rule
+attempt.  It also holds the small SASL decoders (L{decodePlain},
+L{decodeBase64}; the exchanges are in L{mta.sasl}) and the "may a password cross this connection" rule
 (L{plaintextAllowed}).
 """
 
@@ -57,10 +57,6 @@ DUMMY_HASH = (
 
 #: The one message every failed check carries, known user or not.
 _FAILED = "Authentication failed"
-
-#: SASL LOGIN (draft-murchison-sasl-login) prompts, already base64.
-LOGIN_USERNAME_PROMPT = b"VXNlcm5hbWU6"  # "Username:"
-LOGIN_PASSWORD_PROMPT = b"UGFzc3dvcmQ6"  # "Password:"
 
 
 # -- passwords ----------------------------------------------------------------

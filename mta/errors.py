@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_smtpserver -*-
 """
-Failures that carry the reply a peer should see.
+Replies and configuration errors.
 
-A L{TemporaryFailure} means "try again later" (4xx); a L{PermanentFailure}
-means "give up" (5xx).  Delivery targets report per-recipient outcomes with
-them; the SMTP server turns them into replies.
+A L{Reply} is what a peer sees: protocols send them, and delivery targets
+report each recipient's outcome as one (4xx: try again later; 5xx: give
+up).  A L{ConfigError} stops the start with one line naming the key.
 """
 
 from __future__ import annotations
@@ -66,28 +66,6 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".replace("\n", " / ")
-
-
-class DeliveryFailure(Exception):
-    """
-    A recipient could not be delivered; C{reply} says why.
-    """
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-class TemporaryFailure(DeliveryFailure):
-    """
-    Delivery failed for now; the queue retries on its schedule.
-    """
-
-
-class PermanentFailure(DeliveryFailure):
-    """
-    Delivery failed for good; the message bounces for this recipient.
-    """
 
 
 class ConfigError(Exception):

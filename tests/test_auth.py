@@ -25,8 +25,6 @@ from zope.interface.verify import verifyObject
 from mta import auth
 from mta.auth import (
     DUMMY_HASH,
-    LOGIN_PASSWORD_PROMPT,
-    LOGIN_USERNAME_PROMPT,
     Account,
     AccountRealm,
     Authenticator,
@@ -43,6 +41,7 @@ from mta.auth import (
 from mta.directory.files import FileDirectory
 from mta.directory.memory import MemoryDirectory
 from mta.interfaces import IAccount, IBlockingRunner
+from mta.sasl import LOGIN_PASSWORD_PROMPT, LOGIN_USERNAME_PROMPT
 from mta.threads import SynchronousRunner
 
 _T = TypeVar("_T")

@@ -12,12 +12,12 @@ from argon2 import PasswordHasher
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.interfaces import IOpenSSLContextFactory, IPushProducer, ISSLTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import directlyProvides
+from zope.interface import directlyProvides, implementer
 from zope.interface.verify import verifyObject
 
 from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottle
@@ -34,7 +34,6 @@ from mta.pop3.server import (
 )
 from mta.store.memory import MemoryStore
 from mta.threads import SynchronousRunner
-from mta.tls import TLSContextHolder
 
 REMOTE = IPv4Address("TCP", "192.0.2.1", 1234)
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 1234)
@@ -45,7 +44,20 @@ ALICE_HASH = _cheap.hash("correct horse")
 CHEAP_DUMMY = _cheap.hash("nobody's password")
 
 #: Stands in for the server's TLS context; the fake transport only records it.
-TLS = cast(TLSContextHolder, object())
+
+
+@implementer(IOpenSSLContextFactory)
+class _FakeTLS:
+    """
+    Stands for the server's TLS context: the transport in these tests
+    only records that STLS started TLS.
+    """
+
+    def getContext(self) -> None:
+        raise AssertionError("no handshake happens over StringTransport")
+
+
+TLS = _FakeTLS()
 
 MESSAGE_1 = b"Subject: one\r\nFrom: a@example.org\r\n\r\nHello\r\nthere\r\n"
 MESSAGE_2 = b"Subject: two\r\n\r\nSecond message\r\n"
@@ -85,7 +97,7 @@ class POP3TestMixin:
     """
 
     peer: IPv4Address | IPv6Address = LOOPBACK
-    tls: TLSContextHolder | None = TLS
+    tls: IOpenSSLContextFactory | None = TLS
     limits = LimitsConfig(errors=5, commands=50)
 
     # Provided by SynchronousTestCase.

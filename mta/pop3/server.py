@@ -8,7 +8,7 @@ L{LineCommandProtocol}.  A session moves through the states of RFC 1939:
 AUTHORIZATION (USER/PASS, AUTH, STLS) -> TRANSACTION (STAT, LIST, UIDL,
 RETR, TOP, DELE, RSET, NOOP) -> UPDATE (QUIT removes what DELE marked).
 
-Collaborators come from L{POP3Factory}: the L{Authenticator} checks
+Collaborators come from L{POP3Factory}: the L{ILoginService} checks
 logins (and throttles guessing), an L{IMessageStore} holds the mail.  The
 message list is a snapshot taken at login, so message numbers stay fixed
 for the session; a message another session removed meanwhile answers
@@ -41,24 +41,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IOpenSSLContextFactory,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mta.auth import (
-    Authenticator,
     LoginFailed,
     LoginRefused,
     decodePlain,
     plaintextAllowed,
 )
 from mta.config import LimitsConfig
-from mta.interfaces import IMailbox, IMessageStore, StoredMessage
+from mta.interfaces import ILoginService, IMailbox, IMessageStore, StoredMessage
 from mta.logs import logLine
 from mta.protocol import LineCommandProtocol
-from mta.tls import TLSContextHolder, tlsVersion
+from mta.tls import tlsVersion
 
 _log = Logger()
 
@@ -195,9 +199,9 @@ class POP3Factory(Factory):
 
     def __init__(
         self,
-        authenticator: Authenticator,
+        authenticator: ILoginService,
         store: IMessageStore,
-        tls: TLSContextHolder | None,
+        tls: IOpenSSLContextFactory | None,
         hostname: str,
         limits: LimitsConfig,
         clock: IReactorTime,
