@@ -948,3 +948,19 @@ class DirectoryWatcherTests(SynchronousTestCase):
         # Read the inotify descriptor by hand: no reactor runs in this test.
         watcher._notifier.doRead()
         self.assertEqual(len(self.runner.pending), 1)
+
+
+class InternationalDomainTests(SynchronousTestCase):
+    """
+    A local domain written as U-labels (RFC 6531) is the same local domain.
+    """
+
+    def test_uLabelsAreLocal(self) -> None:
+        """user@例え.jp reaches the user of xn--r8jz45g.jp."""
+        directory = MemoryDirectory(["xn--r8jz45g.jp"], users={"taro@xn--r8jz45g.jp": "x"})
+        address = Address.parse("taro@例え.jp", utf8=True)
+        self.assertTrue(directory.isLocalDomain(address.domain))
+        self.assertEqual(
+            directory.resolve(address), (Address("taro", "xn--r8jz45g.jp"),)
+        )
+        self.assertIsNone(directory.resolve(Address.parse("jiro@例え.jp", utf8=True)))

@@ -16,7 +16,8 @@ from mta.directory.memory import MemoryDirectory
 from mta.policy.base import PolicyChain
 from mta.policy.relayaccess import RelayAccess
 from mta.policy.sender import SenderOwnership
-from mta.smtp.server import Mode, SMTPFactory, _headerDate
+from mta.smtp.data import headerDate as _headerDate
+from mta.smtp.server import Mode, SMTPFactory
 from mta.testing.fakes import RecordingSink
 
 REMOTE = IPv4Address("TCP", "192.0.2.7", 40000)

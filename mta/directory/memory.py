@@ -119,7 +119,11 @@ class BaseDirectory:
         """
         @return: whether mail for C{domain} is delivered here.
         """
-        return domain.lower().rstrip(".") in self.domains
+        domain = domain.lower().rstrip(".")
+        if domain in self.domains:
+            return True
+        # An SMTPUTF8 client may write a local domain as U-labels.
+        return not domain.isascii() and Address("x", domain).asciiDomain in self.domains
 
     def resolve(self, address: Address) -> tuple[Address, ...] | None:
         """
@@ -130,6 +134,7 @@ class BaseDirectory:
         """
         if not self.isLocalDomain(address.domain):
             return (address,)
+        address = Address(address.local, address.asciiDomain)
         found = _dedupe(self._expand(self._tables, address, ()))
         return found or None
 

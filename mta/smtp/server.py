@@ -22,7 +22,6 @@ which closes the SMTP-smuggling family of attacks.
 
 from __future__ import annotations
 
-import email.utils
 import enum
 import re
 import unicodedata
@@ -46,6 +45,7 @@ from mta.policy.base import Session, Verdict
 from mta.protocol import LineCommandProtocol
 from mta.sasl import MECHANISMS, Challenge, SaslCancelled, SaslError, startExchange
 from mta.smtp import replies as R
+from mta.smtp.data import ChunkReader, DotReader, checkMessage, traceHeaders
 from mta.smtp.params import (
     MailParams,
     Param,
@@ -60,27 +60,9 @@ from mta.tls import tlsVersion
 _log = Logger(namespace="mta.smtp")
 _R = TypeVar("_R")
 
-_HEADER_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_HEADER_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_HEADER_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+#: BDAT's arguments: a size and maybe LAST (RFC 3030).
 _BDAT = re.compile(rb"^(\d{1,18})(?: +(LAST))? *$", re.IGNORECASE)
-MAX_HOPS = 50
-
-#: The last Date-header text made, and the second it is for.
-_lastDate: tuple[int, str] = (-1, "")
-
-
-def _headerDate(seconds: float) -> str:
-    """
-    @return: C{seconds} as an RFC 5322 date in local time, made once per
-        second (C{email.utils.formatdate} is slow enough to show up in a
-        profile of a busy server).
-    """
-    global _lastDate
-    whole = int(seconds)
-    if _lastDate[0] != whole:
-        _lastDate = (whole, email.utils.formatdate(whole, localtime=True))
-    return _lastDate[1]
 
 
 class Mode(enum.Enum):
@@ -205,8 +187,6 @@ class SMTPServer(LineCommandProtocol[Reply]):
         self.authUser = ""
         self.authFailures = 0
         self.transaction: Transaction | None = None
-        self._data = bytearray()
-        self._dataTooBig = False
         self._sasl: Callable[[bytes], Reply | Deferred[Any] | None] | None = None
 
     # -- base hooks -------------------------------------------------------------------
@@ -562,34 +542,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
         refusal = self._mayStartData(chunked=False)
         if refusal is not None:
             return self.protocolError(refusal)
-        self._data = bytearray(b"\r\n")
-        self._dataTooBig = False
-        self.setBulkMode(self._dataReceived)
+        self.setBulkMode(DotReader(self.factory.limits.message_size, self._messageReceived))
         return R.S354_DATA
-
-    # -- DATA in bulk ------------------------------------------------------------------------------
-
-    def _dataReceived(self, chunk: bytes) -> tuple[int, Any] | None:
-        """
-        Consume raw DATA input; the buffer starts with a CRLF so that the
-        terminator is always C{CRLF.CRLF}, even for an empty message.
-        """
-        buf = self._data
-        start = max(0, len(buf) - 4)
-        buf += chunk
-        end = buf.find(b"\r\n.\r\n", start)
-        if end < 0:
-            if len(buf) > self.factory.limits.message_size + 2:
-                # Keep reading to the end, but keep only what could hold
-                # the start of the terminator.
-                self._dataTooBig = True
-                del buf[:-4]
-            return None
-        leftover = len(buf) - (end + 5)
-        # RFC 5321 4.5.2: remove one leading dot from every line.
-        body = bytes(buf[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
-        self._data = bytearray()
-        return len(chunk) - leftover, self._messageReceived(body, self._dataTooBig)
 
     # -- BDAT (RFC 3030) ------------------------------------------------------------------------
 
@@ -625,19 +579,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         if size == 0:
             result: Reply | Deferred[Reply] | None = done()
             return result
-        remaining = size
-
-        def consume(data: bytes) -> tuple[int, Any] | None:
-            nonlocal remaining
-            take = min(remaining, len(data))
-            if into is not None:
-                into.extend(data[:take])
-            remaining -= take
-            if remaining:
-                return None
-            return take, done()
-
-        self.setBulkMode(consume)
+        self.setBulkMode(ChunkReader(size, into, done))
         return None
 
     def _chunkDone(self, t: Transaction, size: int, last: bool) -> Reply | Deferred[Reply] | None:
@@ -657,7 +599,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         t = self.transaction
         assert t is not None
         self._resetTransaction()
-        refusal = self._checkMessage(body, tooBig)
+        refusal = checkMessage(body, self.factory.limits.message_size, tooBig)
         if refusal is not None:
             self._logTransaction(t, len(body), refusal)
             return refusal
@@ -698,17 +640,6 @@ class SMTPServer(LineCommandProtocol[Reply]):
         logged: Deferred[Reply] = replied.addCallback(self._logQueued, t, len(data))
         return logged
 
-    def _checkMessage(self, body: bytes, tooBig: bool) -> Reply | None:
-        if tooBig or len(body) > self.factory.limits.message_size:
-            return R.S552_TOO_BIG
-        crlf = body.count(b"\r\n")
-        if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
-            return R.S554_BARE_NEWLINE
-        head = body[: body.find(b"\r\n\r\n") + 2]
-        if len(_HEADER_RECEIVED.findall(head)) >= MAX_HOPS:
-            return R.S554_LOOP
-        return None
-
     def _protocolName(self, t: Transaction) -> str:
         """
         @return: the Received header's C{with} word (RFC 3848, RFC 6531).
@@ -723,26 +654,18 @@ class SMTPServer(LineCommandProtocol[Reply]):
         return name
 
     def _traceHeaders(self, t: Transaction, body: bytes) -> bytes:
-        """
-        @return: the Received header, plus Message-ID and Date where a
-            submitted message lacks them.
-        """
-        tls = tlsVersion(self.transport) if self.tlsActive else ""
-        using = f" (using {tls})" if tls else ""
-        forClause = f"\r\n\tfor <{t.recipients[0].original}>" if t.rcptCount == 1 else ""
-        date = _headerDate(self.clock.seconds())
-        host = self.factory.hostname
-        trace = (
-            f"Received: from {self.heloName} ([{self.peer}]){using}\r\n"
-            f"\tby {host} with {self._protocolName(t)} id {t.queueId}{forClause};\r\n\t{date}\r\n"
+        return traceHeaders(
+            body,
+            heloName=self.heloName or "",
+            peer=self.peer,
+            tls=tlsVersion(self.transport) if self.tlsActive else "",
+            host=self.factory.hostname,
+            protocol=self._protocolName(t),
+            queueId=t.queueId,
+            forAddress=str(t.recipients[0].original) if t.rcptCount == 1 else "",
+            now=self.clock.seconds(),
+            submitted=self.factory.mode is not Mode.MX,
         )
-        if self.factory.mode is not Mode.MX:
-            head = body[: body.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in body else body
-            if not _HEADER_DATE.search(head):
-                trace += f"Date: {date}\r\n"
-            if not _HEADER_MESSAGE_ID.search(head):
-                trace += f"Message-ID: <{t.queueId}@{host}>\r\n"
-        return trace.encode("utf-8", "surrogateescape")
 
     def _enqueueFailed(self, failure: Failure, t: Transaction) -> Reply:
         _log.failure("smtp: id={id} queue write failed", failure, id=t.queueId)
