@@ -436,6 +436,13 @@ def decodeBase64(data: bytes) -> bytes:
         raise ValueError("malformed base64") from None
 
 
+class AuthorizationRefused(ValueError):
+    """
+    A SASL PLAIN response asks to act as another user, which is not
+    offered: the response decoded fine, the request is refused.
+    """
+
+
 def decodePlain(data: bytes) -> tuple[str, str, str]:
     """
     Decode a base64 SASL PLAIN response (RFC 4616).
@@ -443,7 +450,8 @@ def decodePlain(data: bytes) -> tuple[str, str, str]:
     @return: C{(authzid, authcid, password)}; C{authzid} is C{""} or the
         same address as C{authcid} (acting as another user is not offered).
     @raise ValueError: not base64, not three NUL-separated UTF-8 fields,
-        an empty user or password, or a different C{authzid}.
+        an empty user or password; L{AuthorizationRefused} (a
+        C{ValueError} too) for a different C{authzid}.
     """
     fields = decodeBase64(data).split(b"\0")
     if len(fields) != 3:
@@ -452,7 +460,7 @@ def decodePlain(data: bytes) -> tuple[str, str, str]:
     if not authcid or not password:
         raise ValueError("empty user name or password")
     if authzid and authzid.lower() != authcid.lower():
-        raise ValueError("authorization identity differs from the user")
+        raise AuthorizationRefused("authorization identity differs from the user")
     return authzid, authcid, password
 
 

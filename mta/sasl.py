@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from mta.auth import decodeBase64, decodePlain
+from mta.auth import AuthorizationRefused, decodeBase64, decodePlain
 
 #: The mechanisms offered, in the order they are advertised.
 MECHANISMS = ("PLAIN", "LOGIN")
@@ -29,6 +29,13 @@ LOGIN_PASSWORD_PROMPT = base64.b64encode(b"Password:")
 class SaslError(ValueError):
     """
     The client's response cannot be decoded (not base64, wrong shape).
+    """
+
+
+class SaslRefused(Exception):
+    """
+    The response asks for something not offered (acting as another
+    user); answered like a failed login, without checking a password.
     """
 
 
@@ -74,6 +81,7 @@ class _Exchange:
         Begin, with the initial response sent with the command, if any.
 
         @raise SaslError: the initial response does not decode.
+        @raise SaslRefused: it asks to act as another user.
         """
         if initial is None:
             if self.mechanism == "PLAIN":
@@ -87,6 +95,7 @@ class _Exchange:
 
         @raise SaslCancelled: the client sent C{*}.
         @raise SaslError: the answer does not decode.
+        @raise SaslRefused: it asks to act as another user.
         """
         if line.strip() == b"*":
             raise SaslCancelled()
@@ -96,6 +105,8 @@ class _Exchange:
         if self.mechanism == "PLAIN":
             try:
                 _, user, password = decodePlain(response)
+            except AuthorizationRefused as e:
+                raise SaslRefused(str(e)) from None
             except ValueError as e:
                 raise SaslError(str(e)) from None
             return Credentials(user, password)
@@ -132,5 +143,6 @@ __all__ = [
     "Credentials",
     "SaslCancelled",
     "SaslError",
+    "SaslRefused",
     "startExchange",
 ]

@@ -960,7 +960,5 @@ class InternationalDomainTests(SynchronousTestCase):
         directory = MemoryDirectory(["xn--r8jz45g.jp"], users={"taro@xn--r8jz45g.jp": "x"})
         address = Address.parse("taro@例え.jp", utf8=True)
         self.assertTrue(directory.isLocalDomain(address.domain))
-        self.assertEqual(
-            directory.resolve(address), (Address("taro", "xn--r8jz45g.jp"),)
-        )
+        self.assertEqual(directory.resolve(address), (Address("taro", "xn--r8jz45g.jp"),))
         self.assertIsNone(directory.resolve(Address.parse("jiro@例え.jp", utf8=True)))

@@ -122,6 +122,15 @@ class SMTPAuthTests(SMTPTestMixin, SynchronousTestCase):
         self.assertEqual(self.codes(b"AUTH PLAIN " + PLAIN_OK + b"\r\n"), [b"454"])
         self.assertTrue(self.transport.disconnecting)
 
+    def test_otherAuthorizationIdentity(self) -> None:
+        """PLAIN asking to act as another user gets 535 5.7.8, and no password is checked."""
+        response = b64(b"bob@example.com\0alice@example.com\0secret")
+        self.assertEqual(
+            self.send(b"AUTH PLAIN " + response + b"\r\n"),
+            [b"535 5.7.8 Error: authentication failed"],
+        )
+        self.assertEqual(self.login.attempts, [])
+
     def test_unknownMechanism(self) -> None:
         """A mechanism we do not offer gets 504."""
         self.assertEqual(self.codes(b"AUTH CRAM-MD5\r\n"), [b"504"])

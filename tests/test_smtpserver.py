@@ -203,6 +203,17 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
             [b"250", b"250"],
         )
 
+    def test_barePostmasterWithParameters(self) -> None:
+        """<Postmaster> without a domain is accepted with parameters too (RFC 5321 4.5.1)."""
+        self.send(b"EHLO c\r\nMAIL FROM:<>\r\n")
+        self.assertEqual(
+            self.codes(b"RCPT TO:<Postmaster> NOTIFY=NEVER\r\nRCPT TO: <POSTMASTER>\r\n"),
+            [b"250", b"250"],
+        )
+        self.send(b"DATA\r\nx\r\n.\r\n")
+        recipients = self.sink.messages[0][0].recipients
+        self.assertEqual(recipients[0].notify, ("NEVER",))
+
     def test_plusAddressing(self) -> None:
         """user+tag@ is accepted and delivered to user@."""
         self.send(b"HELO c\r\nMAIL FROM:<>\r\n")

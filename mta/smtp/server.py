@@ -43,12 +43,18 @@ from mta.interfaces import ILoginService, IMessageSink, IPolicyCheck, IUserDirec
 from mta.logs import logLine
 from mta.policy.base import Session, Verdict
 from mta.protocol import LineCommandProtocol
-from mta.sasl import MECHANISMS, Challenge, SaslCancelled, SaslError, startExchange
+from mta.sasl import (
+    MECHANISMS,
+    Challenge,
+    SaslCancelled,
+    SaslError,
+    SaslRefused,
+    startExchange,
+)
 from mta.smtp import replies as R
 from mta.smtp.data import ChunkReader, DotReader, checkMessage, traceHeaders
 from mta.smtp.params import (
     MailParams,
-    Param,
     ParamError,
     RcptParams,
     parseMailParams,
@@ -63,6 +69,10 @@ _R = TypeVar("_R")
 
 #: BDAT's arguments: a size and maybe LAST (RFC 3030).
 _BDAT = re.compile(rb"^(\d{1,18})(?: +(LAST))? *$", re.IGNORECASE)
+
+
+#: C{TO:<Postmaster>} without a domain.
+_BARE_POSTMASTER = re.compile(r"(?<=:)\s*<postmaster>(?=\s|$)", re.IGNORECASE)
 
 
 class Mode(enum.Enum):
@@ -397,6 +407,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
             return self.protocolError(R.S504_MECHANISM)
         try:
             step = exchange.start(initial or None)
+        except SaslRefused:
+            return R.S535_AUTH_FAILED
         except SaslError:
             return self.protocolError(R.S501_AUTH_SYNTAX)
         return self._saslStep(exchange, step)
@@ -412,6 +424,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
             step = exchange.respond(line)
         except SaslCancelled:
             return R.S501_AUTH_CANCELLED
+        except SaslRefused:
+            return R.S535_AUTH_FAILED
         except SaslError:
             return self.protocolError(R.S501_AUTH_SYNTAX)
         return self._saslStep(exchange, step)
@@ -491,12 +505,13 @@ class SMTPServer(LineCommandProtocol[Reply]):
         text = self._text(args)
         if text is None:
             return self.protocolError(R.S501_RCPT_SYNTAX)
+        # RFC 5321 4.5.1: the bare <Postmaster> (any case, maybe with
+        # parameters) is the postmaster of this server.
+        text = _BARE_POSTMASTER.sub(
+            f"<postmaster@{sorted(self.factory.directory.domains)[0]}>", text, count=1
+        )
         try:
-            if text.upper().replace(" ", "") in ("TO:<POSTMASTER>", "TO:POSTMASTER"):
-                rcpt = Address("postmaster", sorted(self.factory.directory.domains)[0])
-                raw: list[Param] = []
-            else:
-                rcpt, raw = parsePath(text, "TO")
+            rcpt, raw = parsePath(text, "TO")
             params = parseRcptParams(raw)
         except ParamError as e:
             return self._paramError(e)
