@@ -37,10 +37,7 @@ from mta.delivery.local import LocalDelivery
 from mta.directory.files import DirectoryWatcher, FileDirectory
 from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
-from mta.policy.base import PolicyChain
-from mta.policy.limits import SenderRateLimit
-from mta.policy.relayaccess import RelayAccess
-from mta.policy.sender import SenderOwnership
+from mta.policy.chain import smtpPolicy
 from mta.pop3.server import POP3Factory
 from mta.queue.control import ControlRequests
 from mta.queue.scheduler import QueueManager
@@ -295,15 +292,8 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
-    # Every SMTP listener asks the same checks, in this order; the mail
-    # authentication checks will join them here.
-    policy = PolicyChain(
-        [
-            RelayAccess(directory, config.relay.trusted_networks),
-            SenderRateLimit(reactor, limits.messages_per_hour),
-            SenderOwnership(directory),
-        ]
-    )
+    # Every SMTP listener asks the same checks.
+    policy = smtpPolicy(directory, config.relay.trusted_networks, limits, reactor)
 
     def smtp(mode: Mode) -> SMTPFactory:
         return SMTPFactory(

@@ -83,10 +83,7 @@ from zope.interface import directlyProvides
 from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottle
 from mta.config import IPNetwork, LimitsConfig
 from mta.directory.memory import MemoryDirectory
-from mta.policy.base import PolicyChain
-from mta.policy.limits import SenderRateLimit
-from mta.policy.relayaccess import RelayAccess
-from mta.policy.sender import SenderOwnership
+from mta.policy.chain import smtpPolicy
 from mta.smtp.server import Mode, SMTPFactory, SMTPServer
 from mta.testing.fakes import RecordingSink
 from mta.threads import SynchronousRunner
@@ -368,14 +365,8 @@ def buildSession(settings: Settings) -> Session:
         hostname=settings.hostname,
         directory=directory,
         sink=sink,
-        # The checks mta.tap gives every SMTP listener, in its order.
-        policy=PolicyChain(
-            [
-                RelayAccess(directory, settings.trusted),
-                SenderRateLimit(clock, limits.messages_per_hour),
-                SenderOwnership(directory),
-            ]
-        ),
+        # The checks mta.tap gives every SMTP listener.
+        policy=smtpPolicy(directory, settings.trusted, limits, clock),
         limits=limits,
         clock=clock,
         login=Authenticator(Portal(AccountRealm(), [checker]), throttle, clock),
