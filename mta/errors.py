@@ -9,7 +9,7 @@ up).  A L{ConfigError} stops the start with one line naming the key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 
@@ -19,10 +19,16 @@ class Reply:
     One SMTP reply: a three-digit code and text lines.
 
     The enhanced status code (RFC 3463), where there is one, starts the text.
+
+    @ivar remote: for a reply a remote server gave during relay, that
+        server as C{"mx.example.com[192.0.2.1]"} (for DSNs' Remote-MTA and
+        the queue's timeline); C{""} for answers of our own.  It takes no
+        part in comparisons.
     """
 
     code: int
     text: str = ""
+    remote: str = field(default="", compare=False)
 
     @property
     def isPermanent(self) -> bool:

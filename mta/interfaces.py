@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mta.envelope import Address, Envelope, Recipient
     from mta.errors import Reply
     from mta.message import MessageBody
+    from mta.dns import MXRecord
     from mta.policy.base import Session, Verdict
 
 _T = TypeVar("_T")
@@ -283,6 +284,44 @@ class IPolicyCheck(Interface):
         """
 
 
+class IDNSResolver(Interface):
+    """
+    Every DNS lookup mta makes goes through this one interface
+    (L{mta.dns}): MX and addresses for the relay, TXT for SPF, DKIM and
+    DMARC, PTR for the deliverability doctor.  It honours C{[dns]
+    nameservers}, caches answers by their TTL and never blocks.
+
+    Errors come as failures of the Deferred: L{mta.dns.DNSNameError}
+    when the name does not exist (NXDOMAIN: permanent), and
+    L{mta.dns.DNSTemporaryError} for SERVFAIL, REFUSED or a time-out
+    (try later).  A name that exists without records of the type asked
+    gives an empty list.
+    """
+
+    def lookupMX(domain: str) -> Deferred[list[MXRecord]]:
+        """
+        @return: the MX records of C{domain}, in no particular order; a
+            null MX (RFC 7505) is C{MXRecord(0, "")}.
+        """
+
+    def lookupAddresses(host: str, family: str = "any") -> Deferred[list[str]]:
+        """
+        @param family: C{"any"} (AAAA and A), C{"ipv6"} or C{"ipv4"}.
+        @return: the host's addresses as text, IPv6 first when both are
+            asked for.
+        """
+
+    def lookupTXT(name: str) -> Deferred[list[bytes]]:
+        """
+        @return: each TXT record of C{name}, its strings joined.
+        """
+
+    def lookupPTR(ip: str) -> Deferred[list[str]]:
+        """
+        @return: the names the reverse zone gives for C{ip}.
+        """
+
+
 class IAccount(Interface):
     """
     The avatar of a logged-in user (twisted.cred).
@@ -296,6 +335,7 @@ from mta.store.base import StoredMessage  # noqa: E402  (re-exported for IMailbo
 __all__ = [
     "IAccount",
     "IBlockingRunner",
+    "IDNSResolver",
     "IDeliveryTarget",
     "ILoginService",
     "IMailbox",

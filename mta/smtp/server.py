@@ -511,7 +511,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
             f"<postmaster@{sorted(self.factory.directory.domains)[0]}>", text, count=1
         )
         try:
-            rcpt, raw = parsePath(text, "TO")
+            # Without SMTPUTF8 nothing non-ASCII may pass, parameters included.
+            rcpt, raw = parsePath(text, "TO", utf8=t.params.smtputf8)
             params = parseRcptParams(raw)
         except ParamError as e:
             return self._paramError(e)
