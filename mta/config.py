@@ -106,6 +106,11 @@ class RelayConfig:
     source_address: str = ""
     retry_schedule: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
     max_lifetime: float = 5 * 86400
+    smarthost_user: str = ""
+    smarthost_password_file: Path | None = None
+    address_family: str = "any"
+    tls: str = "opportunistic"
+    connections_per_domain: int = 10
 
 
 @dataclass(frozen=True)
@@ -325,6 +330,20 @@ def _checkSystemd(description: str) -> None:
         raise ValueError(f"index={kwargs['index']} is not a number")
 
 
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    """
+    @return: a converter accepting only one of C{allowed}.
+    """
+
+    def convert(value: Any) -> str:
+        s = _string(value)
+        if s not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(repr, allowed))}, not {s!r}")
+        return s
+
+    return convert
+
+
 def _domains(value: Any) -> tuple[str, ...]:
     items = _strings(value)
     if not items:
@@ -443,7 +462,18 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         source_address=s.get("source_address", _address, d.source_address),
         retry_schedule=s.get("retry_schedule", _schedule, d.retry_schedule),
         max_lifetime=s.get("max_lifetime", _duration, d.max_lifetime),
+        smarthost_user=s.get("smarthost_user", _string, d.smarthost_user),
+        smarthost_password_file=s.get(
+            "smarthost_password_file", lambda v: (base / v) if _string(v) else None, None
+        ),
+        address_family=s.get("address_family", _choice("any", "ipv4", "ipv6"), "any"),
+        tls=s.get("tls", _choice("opportunistic", "verify"), "opportunistic"),
+        connections_per_domain=s.get(
+            "connections_per_domain", _positiveInt, d.connections_per_domain
+        ),
     )
+    if relay.smarthost_user and relay.smarthost_password_file is None:
+        raise ConfigError("config: relay.smarthost_password_file: needed with relay.smarthost_user")
     s.finish()
 
     s = top.sub("dns")

@@ -138,3 +138,42 @@ class ExampleConfigTests(ConfigTestCase):
         example = Path(__file__).resolve().parents[1] / "etc" / "mta.toml"
         config = loadConfig(example)
         self.assertEqual(config.listen.smtp, ("tcp:25",))
+
+
+class RelayKeysTests(ConfigTestCase):
+    """
+    The keys that steer outbound delivery.
+    """
+
+    def test_defaults(self) -> None:
+        """Without a [relay] section, MX delivery is opportunistic TLS over both families."""
+        relay = self.load("").relay
+        self.assertEqual(
+            (relay.tls, relay.address_family, relay.connections_per_domain),
+            ("opportunistic", "any", 10),
+        )
+        self.assertEqual((relay.smarthost_user, relay.smarthost_password_file), ("", None))
+
+    def test_smarthostCredentials(self) -> None:
+        """A password file is read relative to the config file's folder."""
+        relay = self.load(
+            '[relay]\nsmarthost = "smtp.example.net:587"\nsmarthost_user = "me"\n'
+            'smarthost_password_file = "pw"\n'
+        ).relay
+        self.assertEqual(relay.smarthost_user, "me")
+        assert relay.smarthost_password_file is not None
+        self.assertEqual(relay.smarthost_password_file.name, "pw")
+
+    def test_userNeedsPasswordFile(self) -> None:
+        """A smarthost user without a password file is refused, naming the key."""
+        self.assertRefused(
+            '[relay]\nsmarthost_user = "me"\n', "config: relay.smarthost_password_file:"
+        )
+
+    def test_choices(self) -> None:
+        """tls and address_family take only their listed values."""
+        self.assertRefused('[relay]\ntls = "maybe"\n', "config: relay.tls:")
+        self.assertRefused('[relay]\naddress_family = "ipv5"\n', "config: relay.address_family:")
+        self.assertEqual(
+            self.load('[relay]\naddress_family = "ipv6"\n').relay.address_family, "ipv6"
+        )
