@@ -57,6 +57,13 @@ comments):
     - C{= contains TEXT} / C{= tail TEXT}: the latest message as queued
       (trace headers included) contains / ends with C{TEXT} (escapes as
       for C{>}).
+    - C{= envelope KEY JSON}: in the latest message's envelope as the queue
+      file stores it (L{Envelope.toJSON}), the value at C{KEY} equals the
+      JSON value C{JSON}.  C{KEY} is a dotted path, numbers indexing lists
+      (C{recipients.0.notify}); a key that is not there is C{null} (the
+      queue file leaves out unset SMTPUTF8, REQUIRETLS and DSN fields), so
+      C{= envelope smtputf8 true}, C{= envelope dsn_ret "HDRS"},
+      C{= envelope recipients.1.orcpt null}.
 
 Replies are checked in order.  Every reply the server sends must be
 expected: output left over at the end (or before a C{< close}) is a
@@ -67,6 +74,7 @@ of the first step that did not hold.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -275,8 +283,13 @@ def _parseStep(lineno: int, line: str) -> Step:
         return Step(lineno, "wait", text=seconds)
     if marker == "=":
         check = rest.split(" ", 1)[0]
-        if check not in ("queued", "from", "to", "contains", "tail"):
+        if check not in ("queued", "from", "to", "contains", "tail", "envelope"):
             raise TranscriptError(f"unknown check {check!r}")
+        if check == "envelope":
+            parts = rest.split(" ", 2)
+            if len(parts) != 3 or not parts[1]:
+                raise TranscriptError("= envelope needs a key and a JSON value")
+            json.loads(parts[2])
         return Step(lineno, "check", text=rest)
     raise TranscriptError(f"not a dialog line: {line!r}")
 
@@ -391,6 +404,21 @@ def _show(raw: bytes) -> str:
     return raw.rstrip(b"\r\n").decode("utf-8", "replace")
 
 
+def _lookup(data: object, key: str) -> object:
+    """
+    @return: the value at the dotted path C{key} in C{data} (numbers index
+        lists), or C{None} where there is none.
+    """
+    for part in key.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
 class _Replayer:
     """
     Walks a transcript's steps against a L{Session}.
@@ -483,6 +511,11 @@ class _Replayer:
         elif name == "to":
             got = " ".join(str(r.address) for r in envelope.recipients)
             ok = got == " ".join(argument.split())
+        elif name == "envelope":
+            key, _, wanted = argument.partition(" ")
+            # Compared as canonical JSON text: true is not 1.
+            got = json.dumps(_lookup(envelope.toJSON(), key), ensure_ascii=False, sort_keys=True)
+            ok = got == json.dumps(json.loads(wanted), ensure_ascii=False, sort_keys=True)
         else:
             needle = decodeEscapes(argument)[0]
             got = repr(data[-len(needle) - 40 :] if name == "tail" else data[:2000])
