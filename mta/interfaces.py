@@ -23,10 +23,10 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from mta.dns import MXRecord
     from mta.envelope import Address, Envelope, Recipient
     from mta.errors import Reply
     from mta.message import MessageBody
-    from mta.dns import MXRecord
     from mta.policy.base import Session, Verdict
 
 _T = TypeVar("_T")

@@ -1,0 +1,516 @@
+# -*- test-case-name: tests.test_dns -*-
+"""
+The single DNS adapter: every lookup mta makes goes through here.
+
+L{Resolver} implements L{mta.interfaces.IDNSResolver} on top of
+C{twisted.names}, so a lookup never blocks the reactor.  It asks the
+servers of C{[dns] nameservers} (or those of the system's resolv.conf when
+that list is empty), follows CNAME chains in the answers, turns the DNS
+response codes into two exceptions that say what a mail server must do
+(L{DNSNameError}: the name does not exist, fail for good;
+L{DNSTemporaryError}: try later), and caches answers by their TTL on an
+injected clock.
+
+Libraries that do their DNS synchronously on worker threads (pyspf,
+dkimpy's C{dnsfunc}) reach the same resolver, and so the same servers and
+cache, through L{blockingTXT}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred, TimeoutError, fail, gatherResults, succeed
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime, IResolver
+from twisted.internet.threads import blockingCallFromThread
+from twisted.names import client
+from twisted.names import dns as tdns
+from twisted.names import error as terror
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mta.config import DNSConfig
+from mta.interfaces import IDNSResolver
+
+_T = TypeVar("_T")
+
+#: Seconds to wait for an answer before asking again (each server in turn
+#: per value); after the last one the lookup fails with L{DNSTemporaryError}.
+DEFAULT_TIMEOUT: tuple[float, ...] = (1.0, 3.0, 5.0)
+
+#: The longest a positive answer is kept, whatever its TTL says.
+MAX_TTL = 24 * 60 * 60
+
+#: How long a negative answer is kept when the server sent no SOA.
+NEGATIVE_TTL = 5 * 60
+
+#: The longest a negative answer is kept (RFC 2308 section 5 suggests
+#: one to three hours), so a domain that is just being set up is not
+#: refused for long.
+MAX_NEGATIVE_TTL = 60 * 60
+
+#: Entries kept in the cache; the least recently used go first.
+CACHE_SIZE = 10_000
+
+#: CNAMEs followed within one answer before giving up on the chain.
+_MAX_CNAMES = 8
+
+#: The system's resolver configuration, used only when C{[dns]
+#: nameservers} is empty.
+_RESOLV_CONF = "/etc/resolv.conf"
+
+
+@dataclass(frozen=True)
+class MXRecord:
+    """
+    One MX record.
+
+    @ivar preference: lower is tried first.
+    @ivar exchange: the mail host, lower-case, without the trailing dot;
+        C{""} for a null MX (RFC 7505, C{MX 0 .}).
+    """
+
+    preference: int
+    exchange: str
+
+    @property
+    def isNull(self) -> bool:
+        """
+        C{True} for the null MX of RFC 7505: the domain accepts no mail.
+        """
+        return self.exchange == ""
+
+
+class DNSError(Exception):
+    """
+    A lookup failed; the base of L{DNSNameError} and L{DNSTemporaryError}.
+
+    @ivar name: the name asked for.
+    @ivar rrtype: the record type asked for (C{"MX"}, C{"A"}, ...).
+    @ivar reason: why, in a few words (C{"NXDOMAIN"}, C{"SERVFAIL"},
+        C{"timed out"}, ...).
+    """
+
+    def __init__(self, name: str, rrtype: str, reason: str) -> None:
+        super().__init__(name, rrtype, reason)
+        self.name = name
+        self.rrtype = rrtype
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"DNS {self.rrtype} lookup of {self.name}: {self.reason}"
+
+
+class DNSNameError(DNSError):
+    """
+    The name does not exist (NXDOMAIN): a permanent failure.
+    """
+
+
+class DNSTemporaryError(DNSError):
+    """
+    No usable answer now (SERVFAIL, REFUSED, a time-out, a network error):
+    try again later.
+    """
+
+
+def parseNameserver(text: str) -> tuple[str, int]:
+    """
+    Read one C{[dns] nameservers} entry.
+
+    @param text: C{"ip"}, C{"ipv4:port"} or C{"[ipv6]:port"}; a bare IPv6
+        address means port 53.
+    @return: C{(ip, port)}.
+    @raise ValueError: if C{text} is none of those.
+    """
+    host, port = text, "53"
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            host, port = text[1:].rstrip("]"), "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    address = ipaddress.ip_address(host)
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port in nameserver {text!r}")
+    return str(address), int(port)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """
+    A cached answer.
+
+    @ivar expires: when it stops being used, on the resolver's clock.
+    @ivar records: the record payloads, or L{None} for NXDOMAIN.
+    """
+
+    expires: float
+    records: tuple[Any, ...] | None
+
+
+class _Cache:
+    """
+    A bounded TTL cache of answers, least recently used evicted first.
+    """
+
+    def __init__(self, clock: IReactorTime, size: int) -> None:
+        self._clock = clock
+        self._size = size
+        self._entries: OrderedDict[tuple[bytes, int], _Entry] = OrderedDict()
+
+    def get(self, key: tuple[bytes, int]) -> _Entry | None:
+        """
+        @return: the live entry for C{key}, or L{None}.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock.seconds():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[bytes, int], ttl: float, records: tuple[Any, ...] | None) -> None:
+        """
+        Keep C{records} for C{ttl} seconds (not at all when C{ttl <= 0}).
+        """
+        if ttl <= 0 or self._size <= 0:
+            return
+        self._entries[key] = _Entry(self._clock.seconds() + ttl, records)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _encodeName(name: str) -> bytes:
+    """
+    @return: C{name} as the ASCII bytes put on the wire: lower-case,
+        without the trailing dot, U-labels as A-labels.
+    @raise UnicodeError: if an internationalised name cannot be encoded.
+    """
+    name = name.rstrip(".").lower()
+    if name.isascii():
+        return name.encode("ascii")
+    return name.encode("idna")
+
+
+def _decodeName(name: tdns.Name) -> str:
+    """
+    @return: C{name} as text, lower-case, without the trailing dot.
+    """
+    return name.name.decode("ascii", "replace").rstrip(".").lower()
+
+
+def _negativeTTL(authority: Sequence[Any]) -> float:
+    """
+    The time a negative answer may be kept (RFC 2308 section 5): the
+    smaller of the SOA record's TTL and its MINIMUM field.
+    """
+    for rr in authority:
+        if rr.type == tdns.SOA:
+            return float(min(rr.ttl, rr.payload.minimum, MAX_NEGATIVE_TTL))
+    return NEGATIVE_TTL
+
+
+def _select(qname: bytes, rrtype: int, answers: Sequence[Any]) -> tuple[list[Any], float]:
+    """
+    Follow the CNAME chain from C{qname} through C{answers} and take the
+    records of C{rrtype} at its end.
+
+    @return: the payloads and the smallest TTL on the way (CNAMEs
+        included); C{([], 0)} when the chain ends without the type.
+    """
+    target = qname
+    ttls: list[int] = []
+    for _ in range(_MAX_CNAMES):
+        cname = next(
+            (rr for rr in answers if rr.type == tdns.CNAME and rr.name.name.lower() == target),
+            None,
+        )
+        if cname is None:
+            break
+        ttls.append(cname.ttl)
+        target = cname.payload.name.name.lower()
+    records = [rr for rr in answers if rr.type == rrtype and rr.name.name.lower() == target]
+    if not records:
+        return [], 0
+    return [rr.payload for rr in records], min(ttls + [rr.ttl for rr in records])
+
+
+_REASONS: list[tuple[type[BaseException], str]] = [
+    (terror.DNSServerError, "SERVFAIL"),
+    (terror.DNSQueryRefusedError, "REFUSED"),
+    (terror.DNSFormatError, "FORMERR"),
+    (terror.DNSNotImplementedError, "NOTIMP"),
+    (terror.DNSUnknownError, "unknown response code"),
+    (TimeoutError, "timed out"),
+    (ierror.CannotListenError, "no local UDP port"),
+    (ierror.ConnectError, "cannot connect"),
+    (OSError, "network error"),
+]
+
+
+@implementer(IDNSResolver)
+class Resolver:
+    """
+    An L{IDNSResolver} over a C{twisted.names} resolver, with a TTL cache.
+
+    Positive answers are kept for their smallest TTL (at most L{MAX_TTL});
+    NXDOMAIN and "no such record" for the SOA's negative TTL (RFC 2308, at
+    most L{MAX_NEGATIVE_TTL}, L{NEGATIVE_TTL} without an SOA); temporary
+    failures are not kept.
+
+    @ivar upstream: the C{twisted.names} resolver asked on a cache miss.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        nameservers: Sequence[str] = (),
+        *,
+        timeout: Sequence[float] = DEFAULT_TIMEOUT,
+        upstream: IResolver | None = None,
+        cacheSize: int = CACHE_SIZE,
+    ) -> None:
+        """
+        @param reactor: the clock of the cache and time-outs; without
+            C{upstream} also the L{IReactorUDP} and L{IReactorTCP} the
+            queries go through.
+        @param nameservers: C{[dns] nameservers} entries (see
+            L{parseNameserver}); empty means the servers of the system's
+            resolv.conf.
+        @param timeout: seconds to wait for each try (see
+            L{DEFAULT_TIMEOUT}).
+        @param upstream: the resolver to ask instead of building a
+            C{twisted.names.client.Resolver} (for tests).
+        @param cacheSize: most answers kept; 0 turns the cache off.
+        @raise ValueError: if a nameserver entry cannot be read.
+        """
+        self._clock = reactor
+        self._timeout = tuple(timeout)
+        if upstream is None:
+            servers = [parseNameserver(n) for n in nameservers]
+            upstream = cast(
+                IResolver,
+                client.Resolver(
+                    resolv=None if servers else _RESOLV_CONF,
+                    servers=servers,
+                    timeout=self._timeout,
+                    reactor=reactor,
+                ),
+            )
+        self.upstream = upstream
+        self._cache = _Cache(reactor, cacheSize)
+
+    def lookupMX(self, domain: str) -> Deferred[list[MXRecord]]:
+        """
+        See L{IDNSResolver.lookupMX}; the records come sorted by preference.
+        """
+
+        def convert(records: list[Any]) -> list[MXRecord]:
+            mxs = [MXRecord(int(r.preference), _decodeName(r.name)) for r in records]
+            return sorted(mxs, key=lambda mx: mx.preference)
+
+        return self._lookup(domain, tdns.MX).addCallback(convert)
+
+    def lookupAddresses(self, host: str, family: str = "any") -> Deferred[list[str]]:
+        """
+        See L{IDNSResolver.lookupAddresses}.  AAAA and A are asked at once;
+        the lookup fails with L{DNSNameError} only when every family asked
+        says NXDOMAIN, and with L{DNSTemporaryError} only when none gave an
+        address and one failed for now.  An IP address literal is its own
+        answer.
+
+        @raise ValueError: (in the Deferred) for an unknown C{family}.
+        """
+        if family not in ("any", "ipv4", "ipv6"):
+            return fail(ValueError(f"unknown address family {family!r}"))
+        literal = _literal(host, family)
+        if literal is not None:
+            return succeed(literal)
+        types = [t for f, t in (("ipv6", tdns.AAAA), ("ipv4", tdns.A)) if family in (f, "any")]
+        settled = [_settle(self._lookup(host, t).addCallback(_addresses)) for t in types]
+        return gatherResults(settled).addCallback(_mergeAddresses)
+
+    def lookupTXT(self, name: str) -> Deferred[list[bytes]]:
+        """
+        See L{IDNSResolver.lookupTXT}.
+        """
+
+        def convert(records: list[Any]) -> list[bytes]:
+            return [b"".join(r.data) for r in records]
+
+        return self._lookup(name, tdns.TXT).addCallback(convert)
+
+    def lookupPTR(self, ip: str) -> Deferred[list[str]]:
+        """
+        See L{IDNSResolver.lookupPTR}.
+
+        @raise ValueError: (in the Deferred) if C{ip} is no IP address.
+        """
+        try:
+            name = ipaddress.ip_address(ip).reverse_pointer
+        except ValueError as e:
+            return fail(e)
+
+        def convert(records: list[Any]) -> list[str]:
+            return [_decodeName(r.name) for r in records]
+
+        return self._lookup(name, tdns.PTR).addCallback(convert)
+
+    def _lookup(self, name: str, rrtype: int) -> Deferred[list[Any]]:
+        """
+        Answer from the cache, or ask upstream and keep what it says.
+
+        @return: the payloads of the records of C{rrtype} at C{name} (at
+            the end of its CNAME chain).
+        """
+        typeName = tdns.QUERY_TYPES.get(rrtype, str(rrtype))
+        try:
+            qname = _encodeName(name)
+        except UnicodeError:
+            return fail(DNSNameError(name, typeName, "not a valid domain name"))
+        key = (qname, rrtype)
+        entry = self._cache.get(key)
+        if entry is not None:
+            if entry.records is None:
+                return fail(DNSNameError(name, typeName, "NXDOMAIN"))
+            return succeed(list(entry.records))
+        query = tdns.Query(qname, rrtype, tdns.IN)
+        d = cast(
+            "Deferred[tuple[Any, Any, Any]]",
+            self.upstream.query(query, cast(Sequence[int], self._timeout)),
+        )
+
+        def answered(result: tuple[Any, Any, Any]) -> list[Any]:
+            answers, authority, _ = result
+            records, ttl = _select(qname, rrtype, answers)
+            if records:
+                self._cache.put(key, min(ttl, MAX_TTL), tuple(records))
+            else:
+                self._cache.put(key, _negativeTTL(authority), ())
+            return records
+
+        def failed(reason: Failure) -> Failure:
+            if reason.check(terror.DNSNameError, terror.AuthoritativeDomainError):
+                args = cast(BaseException, reason.value).args
+                message = args[0] if args else None
+                authority = getattr(message, "authority", [])
+                self._cache.put(key, _negativeTTL(authority), None)
+                return Failure(DNSNameError(name, typeName, "NXDOMAIN"))
+            for kind, why in _REASONS:
+                if reason.check(kind):
+                    return Failure(DNSTemporaryError(name, typeName, why))
+            return reason
+
+        return d.addCallbacks(answered, failed)
+
+
+def _literal(host: str, family: str) -> list[str] | None:
+    """
+    @return: C{[host]} if C{host} is an IP address of C{family}, C{[]} if
+        one of the other family, L{None} if it is a name.
+    """
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    wanted = {"any": (4, 6), "ipv4": (4,), "ipv6": (6,)}[family]
+    return [str(address)] if address.version in wanted else []
+
+
+def _addresses(records: list[Any]) -> list[str]:
+    """
+    @return: the addresses of A or AAAA payloads as text.
+    """
+    return [str(ipaddress.ip_address(r.address)) for r in records]
+
+
+def _settle(d: Deferred[_T]) -> Deferred[_T | DNSError]:
+    """
+    @return: a Deferred that fires with C{d}'s result or its L{DNSError},
+        so that L{gatherResults} sees every family's outcome.
+    """
+
+    def caught(reason: Failure) -> DNSError:
+        reason.trap(DNSError)
+        return cast(DNSError, reason.value)
+
+    return d.addErrback(caught)
+
+
+def _mergeAddresses(outcomes: list[list[str] | DNSError]) -> list[str]:
+    """
+    Combine the AAAA and A outcomes, IPv6 first (see
+    L{Resolver.lookupAddresses}).
+
+    @raise DNSError: the first failure, when no family gave an address
+        and at least one failed (L{DNSTemporaryError} before
+        L{DNSNameError}).
+    """
+    addresses = [a for o in outcomes if not isinstance(o, DNSError) for a in o]
+    errors = [o for o in outcomes if isinstance(o, DNSError)]
+    if addresses or not errors:
+        return addresses
+    temporary = [e for e in errors if isinstance(e, DNSTemporaryError)]
+    if temporary:
+        raise temporary[0]
+    if len(errors) == len(outcomes):
+        raise errors[0]
+    return []
+
+
+def makeResolver(
+    config: DNSConfig, reactor: IReactorTime, timeout: Sequence[float] = DEFAULT_TIMEOUT
+) -> Resolver:
+    """
+    Build the server's one L{Resolver} from C{[dns]}.
+
+    @param reactor: provides L{IReactorTime}, L{IReactorUDP} and
+        L{IReactorTCP}.
+    """
+    return Resolver(reactor, config.nameservers, timeout=timeout)
+
+
+def blockingTXT(resolver: IDNSResolver, reactor: IReactorFromThreads, name: str) -> list[bytes]:
+    """
+    Look up the TXT records of C{name} from a worker thread, waiting for
+    the answer: for libraries that do blocking DNS (pyspf, dkimpy's
+    C{dnsfunc}) running on a thread pool.
+
+    Call it only from a worker thread, never from the reactor thread:
+    there it would wait forever for the reactor it is blocking.
+
+    @return: as L{IDNSResolver.lookupTXT}.
+    @raise DNSNameError: NXDOMAIN.
+    @raise DNSTemporaryError: no answer now.
+    """
+    lookup = cast(Callable[[str], Deferred[list[bytes]]], resolver.lookupTXT)
+    return blockingCallFromThread(reactor, lookup, name)
+
+
+__all__ = [
+    "CACHE_SIZE",
+    "DEFAULT_TIMEOUT",
+    "MAX_NEGATIVE_TTL",
+    "MAX_TTL",
+    "NEGATIVE_TTL",
+    "DNSError",
+    "DNSNameError",
+    "DNSTemporaryError",
+    "MXRecord",
+    "Resolver",
+    "blockingTXT",
+    "makeResolver",
+    "parseNameserver",
+]
