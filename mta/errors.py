@@ -22,13 +22,16 @@ class Reply:
 
     @ivar remote: for a reply a remote server gave during relay, that
         server as C{"mx.example.com[192.0.2.1]"} (for DSNs' Remote-MTA and
-        the queue's timeline); C{""} for answers of our own.  It takes no
-        part in comparisons.
+        the queue's timeline); C{""} for answers of our own.
+    @ivar detail: how the answer came about, for C{mta queue show}: the
+        hosts chosen and why, those that failed, the TLS outcome.
+        Neither C{remote} nor C{detail} takes part in comparisons.
     """
 
     code: int
     text: str = ""
     remote: str = field(default="", compare=False)
+    detail: str = field(default="", compare=False)
 
     @property
     def isPermanent(self) -> bool:

@@ -6,13 +6,15 @@ reactor-free stand-ins for the seams in L{mta.interfaces}.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mta.auth import LoginFailed, LoginRefused
+from mta.dns import DNSNameError, DNSTemporaryError, MXRecord
 from mta.envelope import Envelope
-from mta.interfaces import ILoginService, IMessageSink
+from mta.interfaces import IDNSResolver, ILoginService, IMessageSink
 
 
 @implementer(IMessageSink)
@@ -81,3 +83,75 @@ class FakeLogin:
         if self.passwords.get(user) != password:
             return fail(LoginFailed("Authentication failed"))
         return succeed(user)
+
+
+@implementer(IDNSResolver)
+class FakeResolver:
+    """
+    An L{IDNSResolver} answering at once from dicts.
+
+    @ivar mx: domain to MX records; a domain missing from every table is
+        NXDOMAIN.
+    @ivar addresses: host to its addresses (IPv6 and IPv4 mixed).
+    @ivar txt: name to TXT records.
+    @ivar failing: names whose lookups fail temporarily (SERVFAIL).
+    @ivar queries: C{(kind, name)} per lookup, in order.
+    """
+
+    def __init__(
+        self,
+        mx: dict[str, list[tuple[int, str]]] | None = None,
+        addresses: dict[str, list[str]] | None = None,
+        txt: dict[str, list[bytes]] | None = None,
+        failing: set[str] | None = None,
+    ) -> None:
+        self.mx = mx or {}
+        self.addresses = addresses or {}
+        self.txt = txt or {}
+        self.failing = failing or set()
+        self.queries: list[tuple[str, str]] = []
+
+    def _exists(self, name: str) -> bool:
+        return name in self.mx or name in self.addresses or name in self.txt
+
+    def _answer(self, kind: str, name: str, table: dict[str, Any]) -> Deferred[Any]:
+        self.queries.append((kind, name))
+        if name in self.failing:
+            return fail(DNSTemporaryError(name, kind, "SERVFAIL"))
+        if not self._exists(name):
+            return fail(DNSNameError(name, kind, "NXDOMAIN"))
+        return succeed(list(table.get(name, [])))
+
+    def lookupMX(self, domain: str) -> Deferred[list[MXRecord]]:
+        """
+        See L{IDNSResolver.lookupMX}.
+        """
+        d = self._answer("MX", domain, self.mx)
+        return d.addCallback(
+            lambda rs: [MXRecord(p, "" if h == "." else h.rstrip(".")) for p, h in rs]
+        )
+
+    def lookupAddresses(self, host: str, family: str = "any") -> Deferred[list[str]]:
+        """
+        See L{IDNSResolver.lookupAddresses}.
+        """
+        d = self._answer("A/AAAA", host, self.addresses)
+
+        def pick(found: list[str]) -> list[str]:
+            v6 = [a for a in found if ":" in a]
+            v4 = [a for a in found if ":" not in a]
+            return {"ipv4": v4, "ipv6": v6}.get(family, v6 + v4)
+
+        return d.addCallback(pick)
+
+    def lookupTXT(self, name: str) -> Deferred[list[bytes]]:
+        """
+        See L{IDNSResolver.lookupTXT}.
+        """
+        return self._answer("TXT", name, self.txt)
+
+    def lookupPTR(self, ip: str) -> Deferred[list[str]]:
+        """
+        See L{IDNSResolver.lookupPTR}: nothing is known.
+        """
+        return self._answer("PTR", ip, {})
