@@ -270,7 +270,6 @@ class Resolver:
     most L{MAX_NEGATIVE_TTL}, L{NEGATIVE_TTL} without an SOA); temporary
     failures are not kept.
 
-    @ivar upstream: the C{twisted.names} resolver asked on a cache miss.
     """
 
     def __init__(
@@ -281,6 +280,7 @@ class Resolver:
         timeout: Sequence[float] = DEFAULT_TIMEOUT,
         upstream: IResolver | None = None,
         cacheSize: int = CACHE_SIZE,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param reactor: the clock of the cache and time-outs; without
@@ -294,23 +294,42 @@ class Resolver:
         @param upstream: the resolver to ask instead of building a
             C{twisted.names.client.Resolver} (for tests).
         @param cacheSize: most answers kept; 0 turns the cache off.
+        @param clock: the cache's clock, when it is not C{reactor} (for
+            tests that move time on with a L{Clock} while the queries go
+            over real sockets).
         @raise ValueError: if a nameserver entry cannot be read.
         """
-        self._clock = reactor
         self._timeout = tuple(timeout)
-        if upstream is None:
-            servers = [parseNameserver(n) for n in nameservers]
-            upstream = cast(
-                IResolver,
-                client.Resolver(
-                    resolv=None if servers else _RESOLV_CONF,
-                    servers=servers,
-                    timeout=self._timeout,
-                    reactor=reactor,
-                ),
-            )
-        self.upstream = upstream
-        self._cache = _Cache(reactor, cacheSize)
+        self._reactor = reactor
+        self._servers = [parseNameserver(n) for n in nameservers]
+        self._upstream = upstream
+        if upstream is None and self._servers:
+            self._upstream = self._clientResolver()
+        self._cache = _Cache(reactor if clock is None else clock, cacheSize)
+
+    @property
+    def upstream(self) -> IResolver:
+        """
+        The C{twisted.names} resolver asked on a cache miss.  The one over
+        the system's resolv.conf is made at the first lookup, because it
+        re-reads the file every minute from then on (and a server that
+        never looks anything up should leave no timer behind, in tests
+        above all).
+        """
+        if self._upstream is None:
+            self._upstream = self._clientResolver()
+        return self._upstream
+
+    def _clientResolver(self) -> IResolver:
+        return cast(
+            IResolver,
+            client.Resolver(
+                resolv=None if self._servers else _RESOLV_CONF,
+                servers=self._servers,
+                timeout=self._timeout,
+                reactor=self._reactor,
+            ),
+        )
 
     def lookupMX(self, domain: str) -> Deferred[list[MXRecord]]:
         """

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorUDP
 from twisted.names import dns
 from twisted.names.server import DNSServerFactory
@@ -173,7 +174,7 @@ class DNSServer:
                 tcp = cast(IReactorTCP, reactor).listenTCP(
                     number, self._factory, interface=interface
                 )
-            except Exception:
+            except CannotListenError:
                 # Someone holds that TCP port; take another UDP one.
                 udp.stopListening()
                 continue
