@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +136,7 @@ class DirectoryChecker:
         self._directory = directory
         self._runner = runner
         self._dummyHash = dummyHash
+        self.cache = LoginCache()
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         """
@@ -158,14 +164,85 @@ class DirectoryChecker:
         """
         self._directory.reloadIfChanged()
         stored = self._directory.passwordHash(address)
-        matched = verifyPassword(stored if stored is not None else self._dummyHash, password)
-        return matched and stored is not None
+        if stored is None:
+            verifyPassword(self._dummyHash, password)
+            return False
+        secret = password if isinstance(password, bytes) else password.encode("utf-8")
+        if self.cache.holds(address, secret, stored):
+            return True
+        matched = verifyPassword(stored, password)
+        if matched:
+            self.cache.add(address, secret, stored)
+        return matched
 
     @staticmethod
     def _checked(matched: bool, address: str) -> str:
         if matched:
             return address
         raise UnauthorizedLogin(_FAILED)
+
+
+class LoginCache:
+    """
+    Remembers recent successful password checks for a few minutes, as
+    Dovecot's C{auth_cache} does, so that a client logging in again and
+    again (a mail client polling, an app submitting each message on a new
+    connection) costs one argon2 verification, not one per login.
+
+    Only successes are kept, and only as a keyed hash (HMAC-SHA256 under a
+    key made at start-up, never stored) of the address, the password and
+    the stored hash: a changed password or a deleted user no longer
+    matches, and nothing in memory gives the password back.  Failed
+    logins always pay the full price, so guessing is not sped up.  Safe to
+    use from the runner's threads.
+
+    @cvar ttl: seconds an entry is good for.
+    @cvar maxEntries: most entries kept; the oldest go first.
+    """
+
+    ttl = 300.0
+    maxEntries = 10_000
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        """
+        @param now: the time source (tests pass a fake).
+        """
+        self._now = now
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _digest(self, address: str, password: bytes, stored: str) -> bytes:
+        message = b"\0".join(
+            (address.encode("utf-8", "surrogateescape"), password, stored.encode())
+        )
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def holds(self, address: str, password: bytes, stored: str) -> bool:
+        """
+        @return: whether this password was found good for this address and
+            stored hash in the last L{ttl} seconds.
+        """
+        key = self._digest(address, password, stored)
+        with self._lock:
+            expires = self._entries.get(key)
+            if expires is None:
+                return False
+            if expires <= self._now():
+                del self._entries[key]
+                return False
+            return True
+
+    def add(self, address: str, password: bytes, stored: str) -> None:
+        """
+        Remember a successful check.
+        """
+        key = self._digest(address, password, stored)
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = self._now() + self.ttl
+            while len(self._entries) > self.maxEntries:
+                self._entries.popitem(last=False)
 
 
 @implementer(IAccount)

@@ -189,6 +189,13 @@ class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
     # -- connection ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Replies are short and each one is awaited: Nagle's algorithm would
+        # hold every reply that follows another in flight until the
+        # client's delayed ACK (40 ms), which made pipelined sessions slower
+        # than lock-step ones (bench/README.md).
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         self.peer = peerHost(self.transport.getPeer())  # type: ignore[union-attr]
         self.tlsActive = ISSLTransport.providedBy(self.transport)
         self._resetIdle()

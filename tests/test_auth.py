@@ -527,3 +527,56 @@ class SASLTests(SynchronousTestCase):
         self.assertFalse(plaintextAllowed(False, "192.0.2.1"))
         self.assertFalse(plaintextAllowed(False, "2001:db8::1"))
         self.assertFalse(plaintextAllowed(False, ""))
+
+
+class LoginCacheTests(SynchronousTestCase):
+    """
+    L{auth.LoginCache}: recent successes skip argon2, nothing else does.
+    """
+
+    def setUp(self) -> None:
+        self.now = 1000.0
+        self.cache = auth.LoginCache(lambda: self.now)
+
+    def test_successRemembered(self) -> None:
+        """A good password is held for its address and stored hash, until the TTL passes."""
+        self.cache.add("a@x", b"pw", "$h1")
+        self.assertTrue(self.cache.holds("a@x", b"pw", "$h1"))
+        self.now += auth.LoginCache.ttl + 1
+        self.assertFalse(self.cache.holds("a@x", b"pw", "$h1"))
+
+    def test_otherInputsMiss(self) -> None:
+        """Another password, user or stored hash (a passwd change) is not held."""
+        self.cache.add("a@x", b"pw", "$h1")
+        self.assertFalse(self.cache.holds("a@x", b"PW", "$h1"))
+        self.assertFalse(self.cache.holds("b@x", b"pw", "$h1"))
+        self.assertFalse(self.cache.holds("a@x", b"pw", "$h2"))
+
+    def test_bounded(self) -> None:
+        """Past maxEntries the oldest entry is dropped."""
+        self.cache.maxEntries = 2
+        for user in ("a@x", "b@x", "c@x"):
+            self.cache.add(user, b"pw", "$h")
+        self.assertFalse(self.cache.holds("a@x", b"pw", "$h"))
+        self.assertTrue(self.cache.holds("c@x", b"pw", "$h"))
+
+    def test_checkerSkipsArgon2OnRepeat(self) -> None:
+        """The checker verifies a password once, then answers from the cache; failures never are."""
+        directory = MemoryDirectory(["x"], users={"a@x": hashPassword("pw")})
+        checker = DirectoryChecker(directory, SynchronousRunner())
+        calls: list[object] = []
+        real = auth.verifyPassword
+
+        def counting(h: str, p: str | bytes) -> bool:
+            calls.append(p)
+            return real(h, p)
+
+        self.patch(auth, "verifyPassword", counting)
+        for _ in range(3):
+            self.successResultOf(checker.requestAvatarId(UsernamePassword(b"a@x", b"pw")))
+        self.assertEqual(len(calls), 1)
+        for _ in range(2):
+            self.failureResultOf(
+                checker.requestAvatarId(UsernamePassword(b"a@x", b"bad")), UnauthorizedLogin
+            )
+        self.assertEqual(len(calls), 3)

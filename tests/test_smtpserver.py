@@ -100,6 +100,19 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
     The MX-mode dialogue.
     """
 
+    def test_noDelay(self) -> None:
+        """Nagle's algorithm is turned off, so pipelined replies are not held for ACKs."""
+
+        class Recording(TLSTransport):
+            noDelay = False
+
+            def setTcpNoDelay(self, enabled: bool) -> None:
+                self.noDelay = enabled
+
+        transport = Recording(peerAddress=self.peer)
+        self.factory.buildProtocol(self.peer).makeConnection(transport)
+        self.assertTrue(transport.noDelay)
+
     def test_greetingHasNoVersion(self) -> None:
         """The banner names the host and ESMTP, and no software version."""
         self.assertEqual(self.transport.value(), b"220 mx.example.com ESMTP\r\n")
