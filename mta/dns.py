@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, TimeoutError, fail, gatherResults, succeed
+from twisted.internet.defer import (
+    Deferred,
+    FirstError,
+    TimeoutError,
+    fail,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime, IResolver
 from twisted.internet.threads import blockingCallFromThread
 from twisted.names import client
@@ -269,7 +276,6 @@ class Resolver:
     NXDOMAIN and "no such record" for the SOA's negative TTL (RFC 2308, at
     most L{MAX_NEGATIVE_TTL}, L{NEGATIVE_TTL} without an SOA); temporary
     failures are not kept.
-
     """
 
     def __init__(
@@ -359,7 +365,7 @@ class Resolver:
             return succeed(literal)
         types = [t for f, t in (("ipv6", tdns.AAAA), ("ipv4", tdns.A)) if family in (f, "any")]
         settled = [_settle(self._lookup(host, t).addCallback(_addresses)) for t in types]
-        return gatherResults(settled).addCallback(_mergeAddresses)
+        return gatherResults(settled, consumeErrors=True).addCallbacks(_mergeAddresses, _firstError)
 
     def lookupTXT(self, name: str) -> Deferred[list[bytes]]:
         """
@@ -466,6 +472,15 @@ def _settle(d: Deferred[_T]) -> Deferred[_T | DNSError]:
         return cast(DNSError, reason.value)
 
     return d.addErrback(caught)
+
+
+def _firstError(reason: Failure) -> Failure:
+    """
+    Unwrap the L{FirstError} of L{gatherResults}: a failure that is no
+    L{DNSError} (a bug) comes out as itself.
+    """
+    reason.trap(FirstError)
+    return cast(FirstError, reason.value).subFailure
 
 
 def _mergeAddresses(outcomes: list[list[str] | DNSError]) -> list[str]:

@@ -360,6 +360,14 @@ class ResolverFakeTests(SynchronousTestCase):
         self.resolver.lookupAddresses("i.test", "ipv6").addErrback(lambda f: None)
         self.assertEqual(self.upstream.queries, [(b"h.test", dns.A), (b"i.test", dns.AAAA)])
 
+    def test_addressesBug(self) -> None:
+        """
+        An unexpected exception in one family's lookup comes out as itself.
+        """
+        self.upstream.table[(b"h.test", dns.A)] = ZeroDivisionError()
+        self.upstream.table[(b"h.test", dns.AAAA)] = []
+        self.failureResultOf(self.resolver.lookupAddresses("h.test"), ZeroDivisionError)
+
     def test_addressesUnknownFamily(self) -> None:
         """
         An unknown family is a C{ValueError}.
