@@ -106,6 +106,9 @@ class RelayConfig:
     source_address: str = ""
     retry_schedule: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400)
     max_lifetime: float = 5 * 86400
+    #: After this long (from arrival) a message still being retried gets one
+    #: delay DSN; 0 (C{""} in the file) sends none.
+    delay_warning: float = 4 * 3600
     smarthost_user: str = ""
     smarthost_password_file: Path | None = None
     address_family: str = "any"
@@ -462,6 +465,9 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         source_address=s.get("source_address", _address, d.source_address),
         retry_schedule=s.get("retry_schedule", _schedule, d.retry_schedule),
         max_lifetime=s.get("max_lifetime", _duration, d.max_lifetime),
+        delay_warning=s.get(
+            "delay_warning", lambda v: 0.0 if v == "" else _duration(v), d.delay_warning
+        ),
         smarthost_user=s.get("smarthost_user", _string, d.smarthost_user),
         smarthost_password_file=s.get(
             "smarthost_password_file", lambda v: (base / v) if _string(v) else None, None

@@ -6,8 +6,16 @@ L{QueueManager} is the L{IMessageSink} the receiving protocols hand
 messages to.  It stores each one in the L{ISpool} (the 250 waits for
 that), tries it at once, and after a temporary failure again on the retry
 schedule, the last interval repeating, until the message is delivered,
-fails for good or outlives C{max_lifetime}; failed recipients bounce to
-the sender (never to C{<>}).  On start-up it resumes what the spool holds
+fails for good or outlives C{max_lifetime}.
+
+Outcomes are reported to the sender as DSNs (L{mta.delivery.bounce}), as
+each recipient's NOTIFY asks (RFC 3461; without it: failures and delays):
+failed recipients at once, one report per message and event; recipients
+still pending C{delayWarning} after arrival once per message (the
+envelope's C{extra} remembers it across restarts); recipients delivered
+here, or relayed to a peer without DSN (L{RelayedReply}), when NOTIFY has
+C{SUCCESS}.  Never a report to C{<>}: a report that cannot be delivered
+is dropped, with a log line.  On start-up it resumes what the spool holds
 (loaded beforehand by the server, L{QueueManager.resumeFrom}).
 Time comes from an injected clock, so all of this runs under
 L{twisted.internet.task.Clock} in tests.
@@ -29,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mta.delivery.bounce import DELAY, FAILURE, SUCCESS, RelayedReply, Report, notifies
 from mta.envelope import Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
@@ -45,8 +54,12 @@ S554_EXPIRED = Reply(554, "4.4.7 Message expired: delivery was not possible in t
 #: first attempt; beyond it, that attempt reads the spool like any retry.
 FRESH_BYTES = 64 * 1024 * 1024
 
-#: Makes and enqueues a bounce for the failed recipients of an envelope.
-Bouncer = Callable[[Envelope, Sequence[tuple[Recipient, Reply]], MessageBody], Deferred[object]]
+#: The key in an envelope's C{extra} that says when its delay warning was
+#: sent (POSIX time), so that it is sent once, restarts included.
+DELAY_WARNED = "dsn_delay_warned"
+
+#: Makes and enqueues the DSN of a report (L{mta.delivery.bounce.Bouncer}).
+Bouncer = Callable[[Report, MessageBody], Deferred[object]]
 
 
 @implementer(IMessageSink)
@@ -65,12 +78,18 @@ class QueueManager(Service):
         retrySchedule: Sequence[float],
         maxLifetime: float,
         concurrency: int = 32,
+        delayWarning: float = 0.0,
     ) -> None:
+        """
+        @param delayWarning: after this long in the queue (from arrival),
+            a message still being retried gets one delay report; C{0}: never.
+        """
         self._spool = spool
         self._target = target
         self._clock = clock
         self._schedule = tuple(retrySchedule)
         self._maxLifetime = maxLifetime
+        self._delayWarning = delayWarning
         self._slots = DeferredSemaphore(concurrency)
         self._calls: dict[str, IDelayedCall] = {}
         self._busy: set[str] = set()
@@ -234,20 +253,60 @@ class QueueManager(Service):
         expired = now - envelope.arrival >= self._maxLifetime
         recipients = []
         failed: list[tuple[Recipient, Reply]] = []
+        succeeded: list[tuple[Recipient, Reply]] = []
+        deferred: list[tuple[Recipient, Reply]] = []
         for r in envelope.recipients:
             reply = results.get(r)
             if r.state != "pending" or reply is None:
                 recipients.append(r)
                 continue
+            outcome = reply
             if reply.isTemporary and expired:
-                reply = Reply(554, f"{S554_EXPIRED.text}; last error: {reply}")
-            updated = self._applyReply(envelope, r, reply, now)
+                outcome = Reply(554, f"{S554_EXPIRED.text}; last error: {reply}", reply.remote)
+            updated = self._applyReply(envelope, r, outcome, now)
+            recipients.append(updated)
+            # Reports get the reply itself: a 4xx in a failure report is
+            # an expiry, reported as such, with what the peer last said.
             if updated.state == "failed":
                 failed.append((updated, reply))
-            recipients.append(updated)
+            elif updated.state == "pending":
+                deferred.append((updated, reply))
+            elif notifies(r, SUCCESS) and (not reply.remote or isinstance(reply, RelayedReply)):
+                # A 2xx from a peer that took DSN passed NOTIFY on: the
+                # next hop reports success, not us.
+                succeeded.append((updated, reply))
         envelope = replace(envelope, recipients=tuple(recipients))
-        bounced = self._bounce(envelope, body, failed)
-        return bounced.addCallback(lambda _: self._settle(envelope))
+        reports = []
+        if failed:
+            reports.append(Report(envelope, FAILURE, tuple(failed), now))
+        if succeeded:
+            reports.append(Report(envelope, SUCCESS, tuple(succeeded), now))
+        if deferred and self._delayDue(envelope, now):
+            envelope = replace(envelope, extra={**envelope.extra, DELAY_WARNED: now})
+            until = envelope.arrival + self._maxLifetime
+            reports.append(Report(envelope, DELAY, tuple(deferred), now, until))
+        return self._reportAll(reports, body).addCallback(lambda _: self._settle(envelope))
+
+    def _reportAll(self, reports: Sequence[Report], body: MessageBody) -> Deferred[object]:
+        """
+        L{_report} each of C{reports}, one after the other.
+        """
+        if not reports:
+            return succeed(None)
+        d = self._report(reports[0], body)
+        return d.addCallback(lambda _: self._reportAll(reports[1:], body))
+
+    def _delayDue(self, envelope: Envelope, now: float) -> bool:
+        """
+        @return: whether a message with recipients still pending after a
+            failed attempt is due its one delay warning.
+        """
+        return (
+            self._delayWarning > 0
+            and now - envelope.arrival >= self._delayWarning
+            and DELAY_WARNED not in envelope.extra
+            and not envelope.sender.isNull
+        )
 
     def _applyReply(self, envelope: Envelope, r: Recipient, reply: Reply, now: float) -> Recipient:
         if reply.code < 300:
@@ -270,15 +329,37 @@ class QueueManager(Service):
         )
         return r.withOutcome(state, "" if state == "delivered" else str(reply))
 
-    def _bounce(
-        self, envelope: Envelope, body: MessageBody, failed: list[tuple[Recipient, Reply]]
-    ) -> Deferred[object]:
-        if not failed or self.bouncer is None:
-            return succeed(None)
+    def _report(self, report: Report, body: MessageBody) -> Deferred[object]:
+        """
+        Send the DSN of C{report} for the recipients whose NOTIFY asks for
+        it; say in the log when NOTIFY or a null sender suppresses a
+        failure or delay report that would otherwise go out.
+        """
+        envelope = report.envelope
+        event = report.event.lower()
         if envelope.sender.isNull:
-            _log.info("queue: id={id} failed recipients, no bounce to <>", id=envelope.queueId)
+            if report.event == FAILURE:
+                _log.info(
+                    "queue: id={id} sender is <>: {n} failed recipient(s) dropped without a report",
+                    id=envelope.queueId,
+                    n=len(report.recipients),
+                )
             return succeed(None)
-        return self.bouncer(envelope, failed, body)
+        wanted = tuple((r, reply) for r, reply in report.recipients if notifies(r, report.event))
+        if len(wanted) < len(report.recipients) and report.event != SUCCESS:
+            _log.info(
+                "queue: id={id} no {event} report for {to}: NOTIFY does not ask for it",
+                id=envelope.queueId,
+                event=event,
+                to=", ".join(
+                    f"<{r.original}> NOTIFY={','.join(r.notify)}"
+                    for r, _ in report.recipients
+                    if not notifies(r, report.event)
+                ),
+            )
+        if not wanted or self.bouncer is None:
+            return succeed(None)
+        return self.bouncer(replace(report, recipients=wanted), body)
 
     def _settle(self, envelope: Envelope) -> Deferred[None]:
         queueId = envelope.queueId
