@@ -9,6 +9,7 @@ C{tests/test_smtphostile.py} and the transcript corpus; idle floods, a
 
 from __future__ import annotations
 
+import base64
 import re
 import smtplib
 import socket
@@ -23,6 +24,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mta.config import LimitsConfig
+from mta.service import ConnectionLimiter
+from mta.tap import listeningPorts
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
 from tests.e2e.test_mail import PASSWORD, insecureContext
 
@@ -286,3 +289,131 @@ class HostileSMTPTests(TestCase):
         yield self.sendmail(self.server.ports["smtp"], ALICE, body)
         [stored] = yield self.arrivedFor(ALICE, 1)
         self.assertTrue(stored.endswith(b"\r\n" + body))
+
+    @inlineCallbacks
+    def test_smugglingThroughBdat(self) -> Any:
+        """CRLF.CRLF and a whole second transaction inside BDAT chunks (one chunk, split at the boundary, or with a fake BDAT) are text of the one message: alice gets each verbatim, bob nothing."""
+        yield self.start()
+        port = self.server.ports["smtp"]
+        smuggled = (
+            b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.com>\r\n"
+            b"DATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
+        )
+        carrier = b"Subject: carrier\r\n\r\nhello\r\n.\r\n"
+        fakeBdat = (
+            b"MAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.com>\r\nBDAT 6 LAST\r\nevil\r\n"
+        )
+        split = carrier.replace(b"carrier", b"split")
+        variants = [[carrier + smuggled], [split, smuggled], [carrier, fakeBdat]]
+
+        def smuggle() -> bytes:
+            s = connect(port)
+            try:
+                stream = b"EHLO attacker.test\r\n"
+                for chunks in variants:
+                    stream += b"MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.com>\r\n"
+                    for n, chunk in enumerate(chunks, 1):
+                        last = b" LAST" if n == len(chunks) else b""
+                        stream += b"BDAT %d%s\r\n" % (len(chunk), last) + chunk
+                s.sendall(stream + b"QUIT\r\n")
+                return readAll(s)
+            finally:
+                s.close()
+
+        answers = yield deferToThread(smuggle)
+        # EHLO, then MAIL, RCPT and each chunk of every variant, then QUIT.
+        accepted = sum(2 + len(chunks) for chunks in variants)
+        self.assertEqual(replyCodes(answers), [b"250"] * (1 + accepted) + [b"221"])
+        stored = yield self.arrivedFor(ALICE, len(variants))
+        yield waitFor(lambda: not self.server.queue.items)
+        for message in stored:
+            self.assertTrue(message.startswith(b"Return-Path: <x@remote.test>\r\n"), message)
+        # Maildir names need not sort in arrival order: match each variant.
+        for chunks in variants:
+            text = b"\r\n" + b"".join(chunks)
+            self.assertEqual(len([m for m in stored if m.endswith(text)]), 1, (text, stored))
+        self.assertEqual(len(self.server.delivered(ALICE)), len(variants))
+        self.assertEqual(self.server.delivered(BOB), [])
+
+    @inlineCallbacks
+    def test_hugeBdatThenDisconnect(self) -> Any:
+        """BDAT announcing 2 GB (past the size limit) or 20 MB (under it), 1 MB sent, then a hang-up: another client is served meanwhile and nothing is stored."""
+        yield self.start()
+        port = self.server.ports["smtp"]
+        junk = (b"x" * 1000 + b"\r\n.\r\nMAIL FROM:<evil@remote.test>\r\n") * 1000
+        sending, served = threading.Event(), threading.Event()
+
+        def abuse(size: int) -> None:
+            s = connect(port)
+            try:
+                s.sendall(b"EHLO attacker.test\r\nMAIL FROM:<x@remote.test>\r\n")
+                s.sendall(b"RCPT TO:<alice@example.com>\r\n")
+                for _ in range(3):
+                    assert readReply(s).startswith(b"250"), size
+                s.sendall(b"BDAT %d LAST\r\n" % size + junk)
+                sending.set()
+                # Mid-chunk: wait until someone else was served, then vanish.
+                served.wait(30)
+            finally:
+                sending.set()
+                s.close()
+
+        def meanwhile() -> Any:
+            sending.wait(30)
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+                    return c.sendmail("x@remote.test", [BOB], b"Subject: meanwhile\r\n\r\nok\r\n")
+            finally:
+                served.set()
+
+        yield gatherResults([deferToThread(abuse, 2 * 1024**3), deferToThread(meanwhile)])
+        sending.clear()
+        served.clear()
+        yield gatherResults([deferToThread(abuse, 20 * 1024**2), deferToThread(meanwhile)])
+        stored = yield self.arrivedFor(BOB, 2)
+        self.assertTrue(all(m.endswith(b"\r\n\r\nok\r\n") for m in stored))
+        yield waitFor(lambda: not self.server.queue.items)
+        self.assertEqual(self.server.delivered(ALICE), [])
+        queued = [p for p in (self.server.config.data_dir / "queue").iterdir() if p.is_file()]
+        self.assertEqual([p for p in queued if p.stat().st_size > 1024 * 1024], [])
+        # Both hung-up sessions are gone from the server too.
+        limiter = listeningPorts(self.server.top, "smtp")[0].factory
+        assert isinstance(limiter, ConnectionLimiter)
+        yield waitFor(lambda: limiter.connectionsFrom("127.0.0.1") == 0)
+
+    @inlineCallbacks
+    def test_authBeforeTLSOnSubmission(self) -> Any:
+        """On submission from 127.0.0.1, before STARTTLS: EHLO lists no AUTH, AUTH PLAIN and LOGIN and MAIL get 530 5.7.0; after STARTTLS AUTH is offered."""
+        yield self.start()
+        port = self.server.ports["submission"]
+        token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode())
+
+        def talk() -> tuple[bytes, list[bytes], bytes]:
+            s = connect(port)
+            try:
+                s.sendall(b"EHLO attacker.test\r\n")
+                plain = readReply(s)
+                answers = []
+                for command in (
+                    b"AUTH PLAIN " + token,
+                    b"AUTH LOGIN",
+                    b"MAIL FROM:<" + ALICE.encode() + b">",
+                ):
+                    s.sendall(command + b"\r\n")
+                    answers.append(readReply(s))
+                s.sendall(b"STARTTLS\r\n")
+                readReply(s)
+                tls = insecureContext().wrap_socket(s, server_hostname="mx.example.com")
+                tls.sendall(b"EHLO attacker.test\r\n")
+                encrypted = readReply(tls)
+                tls.close()
+                return plain, answers, encrypted
+            finally:
+                s.close()
+
+        plain, answers, encrypted = yield deferToThread(talk)
+        self.assertIn(b"250-STARTTLS\r\n", plain)
+        self.assertNotIn(b"AUTH", plain)
+        for answer in answers:
+            self.assertTrue(answer.startswith(b"530 5.7.0 "), answers)
+        self.assertIn(b"AUTH PLAIN LOGIN", encrypted)
