@@ -223,9 +223,14 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
             self.codes(b"RCPT TO:<Postmaster> NOTIFY=NEVER\r\nRCPT TO: <POSTMASTER>\r\n"),
             [b"250", b"250"],
         )
+        self.assertEqual(
+            self.codes(b"RCPT TO:<alice@example.com> ORCPT=rfc822;x:<postmaster>\r\n"), [b"250"]
+        )
         self.send(b"DATA\r\nx\r\n.\r\n")
         recipients = self.sink.messages[0][0].recipients
         self.assertEqual(recipients[0].notify, ("NEVER",))
+        # Only the path is rewritten, never a parameter.
+        self.assertEqual(recipients[-1].orcpt, "RFC822;x:<postmaster>")
 
     def test_plusAddressing(self) -> None:
         """user+tag@ is accepted and delivered to user@."""

@@ -72,7 +72,7 @@ _BDAT = re.compile(rb"^(\d{1,18})(?: +(LAST))? *$", re.IGNORECASE)
 
 
 #: C{TO:<Postmaster>} without a domain.
-_BARE_POSTMASTER = re.compile(r"(?<=:)\s*<postmaster>(?=\s|$)", re.IGNORECASE)
+_BARE_POSTMASTER = re.compile(r"^(\s*TO\s*:)\s*<postmaster>(?=\s|$)", re.IGNORECASE)
 
 
 class Mode(enum.Enum):
@@ -507,9 +507,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
             return self.protocolError(R.S501_RCPT_SYNTAX)
         # RFC 5321 4.5.1: the bare <Postmaster> (any case, maybe with
         # parameters) is the postmaster of this server.
-        text = _BARE_POSTMASTER.sub(
-            f"<postmaster@{sorted(self.factory.directory.domains)[0]}>", text, count=1
-        )
+        domain = sorted(self.factory.directory.domains)[0]
+        text = _BARE_POSTMASTER.sub(rf"\1<postmaster@{domain}>", text, count=1)
         try:
             # Without SMTPUTF8 nothing non-ASCII may pass, parameters included.
             rcpt, raw = parsePath(text, "TO", utf8=t.params.smtputf8)
