@@ -377,6 +377,52 @@ _BODY_TYPES = ("", "7BIT", "8BITMIME")
 _RET_TYPES = ("", "FULL", "HDRS")
 
 
+#: Most delivery attempts a recipient remembers (the latest ones).
+MAX_HISTORY = 10
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """
+    One delivery attempt of one recipient, for C{mta queue show}.
+
+    @ivar time: POSIX time the attempt ended.
+    @ivar reply: the outcome, as reply text (C{"250 2.0.0 Ok"}).
+    @ivar remote: the server that answered (C{"mx.example.com[192.0.2.1]"}),
+        or C{""} for a local delivery or an answer of our own.
+    @ivar detail: how the attempt went: hosts chosen and why, failures,
+        the TLS outcome.
+    """
+
+    time: float
+    reply: str
+    remote: str = ""
+    detail: str = ""
+
+    def toJSON(self) -> dict[str, Any]:
+        """
+        @return: the on-disk form, empty fields left out.
+        """
+        data: dict[str, Any] = {"time": self.time, "reply": self.reply}
+        if self.remote:
+            data["remote"] = self.remote
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+    @classmethod
+    def fromJSON(cls, data: dict[str, Any]) -> Attempt:
+        """
+        @return: the attempt L{toJSON} wrote.
+        """
+        return cls(
+            float(data["time"]),
+            str(data["reply"]),
+            str(data.get("remote", "")),
+            str(data.get("detail", "")),
+        )
+
+
 @dataclass(frozen=True)
 class Recipient:
     """
@@ -392,6 +438,8 @@ class Recipient:
         C{"DELAY"} in that order.
     @ivar orcpt: the DSN ORCPT parameter, decoded, as
         C{"addr-type;address"} (C{"rfc822;bob@example.com"}), or C{""}.
+    @ivar history: the latest delivery attempts (at most L{MAX_HISTORY}),
+        oldest first.
     """
 
     address: Address
@@ -401,12 +449,19 @@ class Recipient:
     lastError: str = ""
     notify: tuple[str, ...] = ()
     orcpt: str = ""
+    history: tuple[Attempt, ...] = ()
 
-    def withOutcome(self, state: str, error: str = "") -> Recipient:
+    def withOutcome(self, state: str, error: str = "", attempt: Attempt | None = None) -> Recipient:
         """
+        @param attempt: what to add to the recipient's L{history}.
         @return: a copy after one more attempt ending in C{state}.
         """
-        return replace(self, state=state, attempts=self.attempts + 1, lastError=error)
+        history = self.history
+        if attempt is not None:
+            history = (*history, attempt)[-MAX_HISTORY:]
+        return replace(
+            self, state=state, attempts=self.attempts + 1, lastError=error, history=history
+        )
 
 
 @dataclass(frozen=True)
@@ -548,6 +603,8 @@ def _recipientToJSON(r: Recipient) -> dict[str, Any]:
         data["notify"] = list(r.notify)
     if r.orcpt:
         data["orcpt"] = r.orcpt
+    if r.history:
+        data["history"] = [a.toJSON() for a in r.history]
     return data
 
 
@@ -574,4 +631,5 @@ def _recipientFromJSON(data: dict[str, Any]) -> Recipient:
         lastError=data["last_error"],
         notify=notify,
         orcpt=orcpt,
+        history=tuple(Attempt.fromJSON(a) for a in data.get("history", ())),
     )

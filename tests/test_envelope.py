@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta.envelope import (
+    MAX_HISTORY,
     NULL_ADDRESS,
     Address,
     AddressError,
     AddressNeedsUTF8,
+    Attempt,
     Envelope,
     Recipient,
     hasControlCharacter,
@@ -361,3 +363,29 @@ class EnvelopeJSONTests(SynchronousTestCase):
         ):
             recipients = [{**good["recipients"][0], **recipientChange}]
             self.assertRaises(ValueError, Envelope.fromJSON, {**good, "recipients": recipients})
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    A recipient's delivery attempts, kept for C{mta queue show}.
+    """
+
+    def test_roundTrip(self) -> None:
+        """Attempts survive the queue's JSON, empty fields left out."""
+        r = Recipient(Address("b", "x.test"), Address("b", "x.test"))
+        r = r.withOutcome("pending", "451 later", Attempt(1.5, "451 later", "mx[192.0.2.1]", "why"))
+        r = r.withOutcome("delivered", "", Attempt(2.0, "250 ok"))
+        envelope = Envelope("Q1", Address("a", "y.test"), (r,), 1.0)
+        data = envelope.toJSON()
+        self.assertEqual(data["recipients"][0]["history"][1], {"time": 2.0, "reply": "250 ok"})
+        again = Envelope.fromJSON(data)
+        self.assertEqual(again.recipients[0].history, r.history)
+        self.assertEqual(again.recipients[0].history[0].remote, "mx[192.0.2.1]")
+
+    def test_bounded(self) -> None:
+        """Only the latest MAX_HISTORY attempts are kept."""
+        r = Recipient(Address("b", "x.test"), Address("b", "x.test"))
+        for i in range(MAX_HISTORY + 3):
+            r = r.withOutcome("pending", "", Attempt(float(i), "451"))
+        self.assertEqual(len(r.history), MAX_HISTORY)
+        self.assertEqual(r.history[0].time, 3.0)
