@@ -2,20 +2,40 @@
 Tests for L{mta.smtp.client}: the outbound ESMTP dialogue over
 StringTransport with scripted peer replies, and the reply parser.
 
-The client against our own server on loopback sockets (TLS, BDAT, AUTH)
-is in L{tests.e2e.test_smtpclient}.
+L{LoopbackTests} run the client against our own server on 127.0.0.1:
+TLS outcomes, BDAT and DATA, DSN, AUTH, implicit TLS.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IAddress, IOpenSSLContextFactory
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
+from mta.config import LimitsConfig
+from mta.directory.memory import MemoryDirectory
 from mta.envelope import Address, Envelope, Recipient
 from mta.errors import Reply
-from mta.smtp.client import SMTPClient
+from mta.policy.base import PolicyChain
+from mta.smtp.client import SMTPClient, connectSMTP
 from mta.smtp.clientparts import (
     ClientPolicy,
     ConnectionFailed,
@@ -29,6 +49,9 @@ from mta.smtp.clientparts import (
     parseExtensions,
 )
 from mta.smtp.clienttls import TLSOutcome
+from mta.smtp.server import Mode, SMTPFactory, SMTPServer
+from mta.testing.fakes import FakeLogin, RecordingSink
+from mta.tls import TLSContextHolder
 
 BASIC = ("PIPELINING", "SIZE 100000", "8BITMIME", "ENHANCEDSTATUSCODES")
 BODY = b"Subject: hi\r\n\r\nhello\r\n"
@@ -756,3 +779,354 @@ class PartsTests(SynchronousTestCase):
     def test_badTLSMode(self) -> None:
         """An unknown TLS mode is refused when the policy is made."""
         self.assertRaises(ValueError, ClientPolicy, "h", tls="sometimes")
+
+
+# -- against our own server on loopback sockets -------------------------------------------
+
+
+def _name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+def writeCertificate(
+    folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None
+) -> tuple[Path, Path, x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """
+    Make a P-256 certificate for C{name} (and 127.0.0.1), self-signed or
+    issued by C{issuer}, and write it and its key as PEM files.
+
+    @return: the certificate's path, the key's path, the certificate, the key.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    isCA = name.startswith("ca.")
+    issuerName, signer = (issuer[0].subject, issuer[1]) if issuer else (_name(name), key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(issuerName)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=isCA, path_length=None), True)
+    )
+    if not isCA:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            False,
+        )
+    certificate = builder.sign(signer, hashes.SHA256())
+    certPath, keyPath = folder / f"{name}.pem", folder / f"{name}.key"
+    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certPath, keyPath, certificate, key
+
+
+class TrackedServer(SMTPServer):
+    """
+    Our server, telling its factory when its connection is gone.
+    """
+
+    factory: TrackedFactory
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.factory.lost(self)
+
+
+class TrackedFactory(SMTPFactory):
+    """
+    An L{SMTPFactory} that knows its open connections, so that a test ends
+    only when they are closed.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.open: set[SMTPServer] = set()
+        self.waiters: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> SMTPServer:
+        server = TrackedServer(self)
+        self.open.add(server)
+        return server
+
+    def lost(self, server: SMTPServer) -> None:
+        self.open.discard(server)
+        if not self.open:
+            waiters, self.waiters = self.waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenClosed(self) -> Deferred[None]:
+        """
+        @return: fires when no connection is open.
+        """
+        if not self.open:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self.waiters.append(d)
+        return d
+
+
+@implementer(IOpenSSLContextFactory)
+class OldTLSOnly:
+    """
+    A server TLS context that offers nothing newer than TLS 1.1, which the
+    client refuses: a handshake that fails.
+    """
+
+    def __init__(self, certPath: Path, keyPath: Path) -> None:
+        self.context = SSL.Context(SSL.TLS_METHOD)
+        self.context.set_max_proto_version(SSL.TLS1_1_VERSION)
+        self.context.use_certificate_file(str(certPath))
+        self.context.use_privatekey_file(str(keyPath))
+
+    def getContext(self) -> SSL.Context:
+        return self.context
+
+
+class LoopbackTests(TestCase):
+    """
+    The client against our own server on 127.0.0.1: TLS outcomes, BDAT
+    and DATA, pipelining, DSN, AUTH and implicit TLS, the message arriving
+    byte for byte.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp())
+        self.folder.mkdir()
+        self.caPath, _, ca, caKey = writeCertificate(self.folder, "ca.test.example", None)
+        self.selfPath, self.selfKey, *_ = writeCertificate(self.folder, "mx.test.example", None)
+        (self.folder / "issued").mkdir()
+        issued = writeCertificate(self.folder / "issued", "mx.test.example", (ca, caKey))
+        self.issuedPath, self.issuedKey = issued[0], issued[1]
+        self.sink = RecordingSink()
+        self.directory = MemoryDirectory(
+            ["example.com"],
+            users={"alice@example.com": "x", "bob@example.com": "x", "jürgen@example.com": "x"},
+        )
+
+    async def listen(
+        self,
+        tls: IOpenSSLContextFactory | None = None,
+        mode: Mode = Mode.MX,
+        implicit: bool = False,
+        login: FakeLogin | None = None,
+        recipients: int = 100,
+    ) -> int:
+        """
+        Start our server on 127.0.0.1:0 (with the self-signed certificate
+        unless C{tls} is given).
+
+        @return: its port.
+        """
+        if tls is None:
+            tls = TLSContextHolder(self.selfPath, self.selfKey)
+        factory = TrackedFactory(
+            mode=mode,
+            hostname="mx.test.example",
+            directory=self.directory,
+            sink=self.sink,
+            policy=PolicyChain([]),
+            limits=LimitsConfig(recipients=recipients),
+            clock=reactor,
+            login=login,
+            tls=tls,
+        )
+        listening: Any = TLSMemoryBIOFactory(tls, False, factory) if implicit else factory
+        port = self.port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
+            listening
+        )
+        self.addCleanup(port.stopListening)
+        self.addCleanup(factory.whenClosed)
+        return int(port.getHost().port)
+
+    async def connect(self, port: int, name: str = "mx.test.example", **kw: Any) -> SMTPClient:
+        """
+        @return: a ready client to our server; it says QUIT at the end of the test.
+        """
+        policy = ClientPolicy("out.here.test", **kw)
+        client = await connectSMTP(reactor, ("127.0.0.1", port), name, policy)
+        self.addCleanup(client.quit)
+        return client
+
+    def arrived(self, data: bytes) -> Envelope:
+        """
+        Check that the one message in the sink is C{data} after our
+        server's trace header.
+
+        @return: its envelope.
+        """
+        ((envelope, stored),) = self.sink.messages
+        self.assertTrue(stored.endswith(data))
+        self.assertTrue(stored.startswith(b"Received: from out.here.test"))
+        return envelope
+
+    async def test_opportunisticSelfSigned(self) -> None:
+        """A self-signed certificate does not stop delivery; the outcome says TLS and why it is unverified."""
+        port = await self.listen()
+        client = await self.connect(port)
+        outcome = client.tlsOutcome
+        self.assertEqual(outcome.version, "TLSv1.3")
+        self.assertTrue(outcome.cipher)
+        self.assertFalse(outcome.verified)
+        self.assertIn("self-signed certificate", outcome.reason)
+        results = await client.send(message("alice@example.com", data=BODY))
+        self.assertEqual([r.code for r in results.values()], [250])
+        self.arrived(BODY)
+
+    async def test_verifiedWithTrustRoot(self) -> None:
+        """With the self-signed certificate as trust root and its name as server name, the outcome is verified."""
+        port = await self.listen()
+        client = await self.connect(port, trustRoots=self.selfPath, tls="verify")
+        self.assertEqual((client.tlsOutcome.verified, client.tlsOutcome.reason), (True, ""))
+
+    async def test_verifiedByCA(self) -> None:
+        """A certificate issued by a trusted CA (given as a certificate object) is verified."""
+        port = await self.listen(TLSContextHolder(self.issuedPath, self.issuedKey))
+        ca = x509.load_pem_x509_certificate(self.caPath.read_bytes())
+        client = await self.connect(port, trustRoots=[ca])
+        self.assertTrue(client.tlsOutcome.verified)
+
+    async def test_hostnameMismatch(self) -> None:
+        """A trusted certificate for another name is unverified; under the verify policy the session fails with 4.7.5."""
+        port = await self.listen()
+        client = await self.connect(port, "other.test.example", trustRoots=self.selfPath)
+        self.assertFalse(client.tlsOutcome.verified)
+        self.assertIn("hostname mismatch", client.tlsOutcome.reason)
+        policy = ClientPolicy("out.here.test", tls="verify", trustRoots=self.selfPath)
+        with self.assertRaises(ConnectionFailed) as caught:
+            await connectSMTP(reactor, ("127.0.0.1", port), "other.test.example", policy)
+        self.assertTrue(caught.exception.reply.text.startswith("4.7.5 other.test.example: "))
+        self.assertFalse(caught.exception.retryWithoutTLS)
+
+    async def test_bdatPipelined(self) -> None:
+        """Our server offers CHUNKING and PIPELINING: a message with dot lines and 8-bit bytes arrives intact, per-recipient replies kept."""
+        port = await self.listen()
+        client = await self.connect(port)
+        self.assertIn("CHUNKING", client.extensions)
+        data = b"Subject: x\r\n\r\n.dot\r\n.\r\ncaf\xc3\xa9\r\n" + b"z" * 200000 + b"\r\n"
+        m = message("alice@example.com", "nobody@example.com", "bob@example.com", data=data)
+        results = await client.send(m)
+        self.assertEqual([r.code for r in results.values()], [250, 550, 250])
+        envelope = self.arrived(data)
+        self.assertEqual(envelope.bodyType, "8BITMIME")
+
+    async def test_dataPath(self) -> None:
+        """Without CHUNKING the message goes by DATA, dot-stuffed, and arrives byte for byte."""
+        port = await self.listen()
+        client = await self.connect(port)
+        del client.extensions["CHUNKING"]
+        data = b".Subject: x\r\n\r\n.\r\n..\r\n.end\r\n"
+        results = await client.send(message("alice@example.com", data=data))
+        self.assertEqual([r.code for r in results.values()], [250])
+        self.arrived(data)
+
+    async def test_reuseAndRecipientLimit(self) -> None:
+        """Recipients past the peer's limit get 452, and a second transaction on the same connection carries them."""
+        port = await self.listen(recipients=2)
+        client = await self.connect(port)
+        m = message("alice@example.com", "bob@example.com", "alice+x@example.com")
+        results = await client.send(m)
+        self.assertEqual([r.code for r in results.values()], [250, 250, 452])
+        self.assertTrue(client.idle)
+        again = await client.send(message("alice+x@example.com"))
+        self.assertEqual([r.code for r in again.values()], [250])
+        self.assertEqual(len(self.sink.messages), 2)
+
+    async def test_dsnRoundTrip(self) -> None:
+        """DSN parameters pass through our server's parser unchanged."""
+        port = await self.listen()
+        client = await self.connect(port)
+        m = OutboundMessage(
+            Address.parse("a@here.test"),
+            (recipient("jürgen@example.com", ("SUCCESS", "DELAY"), "utf-8;jürgen@example.com"),),
+            "Subject: grüße\r\n\r\nx\r\n".encode(),
+            smtputf8=True,
+            dsnRet="HDRS",
+            dsnEnvid="env 1+2=3",
+        )
+        results = await client.send(m)
+        self.assertEqual([r.code for r in results.values()], [250])
+        self.assertTrue(client.dsnPassed)
+        envelope = self.arrived(m.data)
+        self.assertEqual(
+            (envelope.dsnRet, envelope.dsnEnvid, envelope.smtputf8), ("HDRS", "env 1+2=3", True)
+        )
+        (rcpt,) = envelope.recipients
+        self.assertEqual(
+            (rcpt.notify, rcpt.orcpt), (("SUCCESS", "DELAY"), "UTF-8;jürgen@example.com")
+        )
+
+    async def test_requireTLS(self) -> None:
+        """REQUIRETLS goes on a verified session and is recorded by our server; an unverified session refuses it with 5.7.10."""
+        port = await self.listen()
+        verified = await self.connect(port, trustRoots=self.selfPath)
+        results = await verified.send(message("alice@example.com", requireTLS=True))
+        self.assertEqual([r.code for r in results.values()], [250])
+        self.assertTrue(self.arrived(BODY).requireTLS)
+        unverified = await self.connect(port)
+        (reply,) = (await unverified.send(message("alice@example.com", requireTLS=True))).values()
+        self.assertEqual(reply.code, 550)
+        self.assertIn("5.7.10", reply.text)
+
+    async def test_authSubmission(self) -> None:
+        """AUTH PLAIN goes after STARTTLS to our submission server; a wrong password is a temporary 4.7.8 failure."""
+        login = FakeLogin({"alice@example.com": "secret"})
+        port = await self.listen(mode=Mode.SUBMISSION, login=login)
+        client = await self.connect(port, auth=("alice@example.com", "secret"))
+        results = await client.send(message("bob@example.com", sender="alice@example.com"))
+        self.assertEqual([r.code for r in results.values()], [250])
+        policy = ClientPolicy("out.here.test", auth=("alice@example.com", "wrong"))
+        with self.assertRaises(ConnectionFailed) as caught:
+            await connectSMTP(reactor, ("127.0.0.1", port), "mx.test.example", policy)
+        self.assertEqual(caught.exception.reply.code, 421)
+        self.assertIn("4.7.8", caught.exception.reply.text)
+        self.assertFalse(caught.exception.permanent)
+
+    async def test_implicitTLS(self) -> None:
+        """With implicit TLS the session is encrypted from the first byte."""
+        holder = TLSContextHolder(self.selfPath, self.selfKey)
+        port = await self.listen(
+            holder,
+            mode=Mode.SUBMISSIONS,
+            implicit=True,
+            login=FakeLogin({"alice@example.com": "pw"}),
+        )
+        client = await self.connect(
+            port, implicitTLS=True, tls="required", auth=("alice@example.com", "pw")
+        )
+        self.assertEqual(client.tlsOutcome.version, "TLSv1.3")
+        self.assertNotIn("STARTTLS", client.extensions)
+        results = await client.send(message("bob@example.com", sender="alice@example.com"))
+        self.assertEqual([r.code for r in results.values()], [250])
+
+    async def test_handshakeFailureRetryPlaintext(self) -> None:
+        """A failed STARTTLS handshake fails the session saying so; the retry with tls="none" delivers."""
+        port = await self.listen(OldTLSOnly(self.selfPath, self.selfKey))
+        policy = ClientPolicy("out.here.test")
+        with self.assertRaises(ConnectionFailed) as caught:
+            await connectSMTP(reactor, ("127.0.0.1", port), "mx.test.example", policy)
+        self.assertTrue(caught.exception.retryWithoutTLS)
+        self.assertIn("4.7.5 mx.test.example: TLS handshake failed", caught.exception.reply.text)
+        client = await self.connect(port, tls="none")
+        self.assertEqual(client.tlsOutcome.version, "")
+        results = await client.send(message("alice@example.com"))
+        self.assertEqual([r.code for r in results.values()], [250])
+
+    async def test_connectionRefused(self) -> None:
+        """Nothing listening: a temporary 4.4.1 failure."""
+        port = await self.listen()
+        await self.port.stopListening()
+        with self.assertRaises(ConnectionFailed) as caught:
+            await connectSMTP(reactor, ("127.0.0.1", port), "mx.test.example", ClientPolicy("o"))
+        self.assertIn("4.4.1 mx.test.example: cannot connect", caught.exception.reply.text)

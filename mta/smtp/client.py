@@ -524,7 +524,7 @@ class SMTPClient(Protocol):
             self._busy = False
             self.transactions += 1
             self._armTimer()
-        return results
+        return {r: results[r] for r in message.recipients}
 
     def refusal(self, message: OutboundMessage) -> Reply | None:
         """
