@@ -178,6 +178,30 @@ class SetUpTests(DialogMixin, SynchronousTestCase):
         self.successResultOf(self.ready)
         self.assertIn("STARTTLS refused: 454", self.client.tlsOutcome.reason)
 
+    def test_plaintextAfterStartTLSDropped(self) -> None:
+        """Replies injected in plaintext after STARTTLS's 220 are dropped, not taken as said under TLS; a handshake that never ends times out with 4.7.5 and allows a plaintext retry."""
+
+        class TLSStringTransport(StringTransport):
+            started: object = None
+
+            def startTLS(self, creator: object) -> None:
+                self.started = creator
+
+        self.clock = Clock()
+        self.transport = TLSStringTransport()
+        self.client = SMTPClient("mx.remote.test", ClientPolicy("out.here.test"), self.clock)
+        self.client.makeConnection(self.transport)
+        self.ready = self.client.whenReady()
+        self.handshake("STARTTLS")
+        self.assertEqual(self.sent(), [b"STARTTLS"])
+        self.peer("220 go ahead", "250-injected", "250 AUTH PLAIN")
+        self.assertIsNotNone(self.transport.started)
+        self.assertNoResult(self.ready)
+        self.clock.advance(300)
+        failure = self.failureResultOf(self.ready, ConnectionFailed)
+        self.assertEqual(failure.value.reply.text, "4.7.5 mx.remote.test: TLS handshake timed out")
+        self.assertTrue(failure.value.retryWithoutTLS)
+
     def test_greetingRefused(self) -> None:
         """A 554 greeting fails the session permanently with the peer's reply, and the client says QUIT."""
         self.connect()
