@@ -34,7 +34,10 @@ from mta.auth import AccountRealm, Authenticator, DirectoryChecker, LoginThrottl
 from mta.config import Config, embeddedDefault, loadConfig
 from mta.delivery.bounce import Bouncer
 from mta.delivery.local import LocalDelivery
+from mta.delivery.mx import Host, MXFinder
+from mta.delivery.relay import RelayDelivery, Smarthost
 from mta.directory.files import DirectoryWatcher, FileDirectory
+from mta.dns import makeResolver
 from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
 from mta.policy.chain import smtpPolicy
@@ -44,6 +47,8 @@ from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
 from mta.routing import Router
 from mta.service import ConnectionLimiter, Listener
+from mta.smtp.client import ClientPolicy, connectSMTP
+from mta.smtp.clienttls import clientContext
 from mta.smtp.server import Mode, SMTPFactory
 from mta.store.maildir import MaildirStore, mailRootOf
 from mta.threads import BlockingRunner, ParallelSync
@@ -234,6 +239,50 @@ def buildService(config: Config, reactor: Any) -> MailServer:
         raise
 
 
+def buildRelay(config: Config, reactor: Any, runner: IBlockingRunner) -> RelayDelivery:
+    """
+    The relay target: MX delivery through C{[dns]}, or the smarthost.
+
+    @raise ConfigError: the smarthost password file cannot be read.
+    """
+    relay = config.relay
+    auth = None
+    smarthost = Smarthost.parse(relay.smarthost) if relay.smarthost else None
+    if relay.smarthost_user and relay.smarthost_password_file is not None:
+        try:
+            password = relay.smarthost_password_file.read_text().strip("\r\n")
+        except OSError as e:
+            raise ConfigError(
+                f"config: relay.smarthost_password_file: cannot read: {e.strerror}"
+            ) from None
+        auth = (relay.smarthost_user, password)
+    # A smarthost is one known server: TLS is required there (with AUTH
+    # it carries a password); MX hosts get opportunistic TLS by default.
+    tls = relay.tls if smarthost is None else ("verify" if relay.tls == "verify" else "required")
+    policy = ClientPolicy(
+        hostname=config.hostname,
+        tls=tls,
+        auth=auth,
+        implicitTLS=smarthost is not None and smarthost.port == 465,
+    )
+    context = clientContext()
+
+    def connect(host: Host, ip: str, port: int, policy: ClientPolicy) -> Any:
+        return connectSMTP(reactor, (ip, port), host.name, policy, relay.source_address, context)
+
+    finder = MXFinder(makeResolver(config.dns, reactor), [config.hostname], relay.address_family)
+    return RelayDelivery(
+        finder=finder,
+        connect=connect,
+        policy=policy,
+        clock=reactor,
+        runner=runner,
+        port=relay.outbound_port,
+        perDomain=relay.connections_per_domain,
+        smarthost=smarthost,
+    )
+
+
 def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     """
     The body of L{buildService}, run with the queue lock held.
@@ -246,7 +295,8 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
     except OSError as e:
         raise _queueUnusable(config.data_dir / "queue", e) from None
-    router = Router(config.domains, LocalDelivery(directory, store))
+    relay = buildRelay(config, reactor, runner)
+    router = Router(config.domains, LocalDelivery(directory, store), relay)
     queue = QueueManager(
         spool,
         router,
@@ -254,12 +304,17 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         config.relay.retry_schedule,
         config.relay.max_lifetime,
         config.queue.delivery_concurrency,
+        delayWarning=config.relay.delay_warning,
     )
-    queue.bouncer = Bouncer(queue, runner, config.hostname, reactor)
+    queue.bouncer = Bouncer(
+        queue, runner, config.hostname, reactor, returnLimit=config.limits.message_size
+    )
     _loadQueue(spool, queue)
 
     top = MailServer(config, directory, queue)
     top.lockFile = lockFile
+    relay.setName("relay")
+    relay.setServiceParent(top)
     runner.setName("io")
     runner.setServiceParent(top)
     sync.setName("sync")

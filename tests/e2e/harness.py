@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from mta.auth import hashPassword
-from mta.config import Config, ListenConfig, embeddedDefault
+from mta.config import Config, DNSConfig, ListenConfig, embeddedDefault
 from mta.queue.scheduler import QueueManager
 from mta.store.maildir import (
     createUserFolders,
@@ -29,6 +29,8 @@ from mta.store.maildir import (
 from mta.tap import MailServer, buildService, listeningPorts
 
 EPHEMERAL = ("tcp:0:interface=127.0.0.1",)
+#: A nameserver that is not there (the discard port): lookups fail at once.
+NO_DNS = "127.0.0.1:9"
 SERVICES = ("smtp", "submission", "submissions", "pop3", "pop3s")
 
 
@@ -71,15 +73,21 @@ class RunningServer:
 def testConfig(dataDir: Path, **changes: Any) -> Config:
     """
     The embedded default, on ephemeral ports, for domain example.com.
+
+    DNS goes to C{NO_DNS} unless C{changes} say otherwise: no lookup may
+    leave the machine, and one for a remote domain fails at once
+    (temporarily) rather than reaching the system's resolver.
     """
     base = embeddedDefault(dataDir)
     listen = ListenConfig(**{name: EPHEMERAL for name in SERVICES})
+    fields: dict[str, Any] = {"dns": DNSConfig(nameservers=(NO_DNS,))}
+    fields.update(changes)
     return replace(
         base,
         hostname="mx.example.com",
         domains=("example.com",),
         listen=listen,
-        **changes,
+        **fields,
     )
 
 

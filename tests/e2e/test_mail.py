@@ -185,10 +185,10 @@ class QueueCommandTests(TestCase):
         envelopeFile = server.config.data_dir / "queue" / f"{queueId}.env"
         # The CLI reads the disk: wait for the first attempt's outcome there
         # (the envelope updated after an attempt is written beside the message).
-        yield waitFor(lambda: envelopeFile.exists() and "4.3.2" in envelopeFile.read_text())
+        yield waitFor(lambda: envelopeFile.exists() and "4.4.3" in envelopeFile.read_text())
         out = yield deferToThread(self.runMain, main, ["--config", str(config), "queue", "list"])
         self.assertIn(queueId, out[1])
-        self.assertIn("<far@remote.test>(pending: 451 4.3.2", out[1])
+        self.assertIn("<far@remote.test>(pending: 451 4.4.3", out[1])
         out = yield deferToThread(
             self.runMain, main, ["--config", str(config), "queue", "delete", queueId]
         )

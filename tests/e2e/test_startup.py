@@ -19,6 +19,9 @@ CONFIG = """\
 hostname = "mx.example.com"
 data_dir = "data"
 domains = ["example.com"]
+# No lookup may leave the machine: a nameserver that is not there.
+[dns]
+nameservers = ["127.0.0.1:9"]
 [listen]
 smtp = ["tcp:0:interface=127.0.0.1"]
 pop3 = ["tcp:0:interface=127.0.0.1"]

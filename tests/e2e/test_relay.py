@@ -1,0 +1,137 @@
+"""
+Relay end to end: two complete mta trees on loopback and a real DNS
+server (L{mta.testing.dnsserver}); mail submitted to A for B's domain is
+found by MX lookup, relayed over SMTP (STARTTLS) and lands in B's Maildir.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mta.config import DNSConfig, RelayConfig
+from mta.testing.dnsserver import DNSServer
+from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
+from tests.e2e.test_mail import PASSWORD, insecureContext
+
+
+class RelayTests(TestCase):
+    """
+    A (example.com) relays to B (b.test) by MX.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        self.dns = DNSServer(
+            {
+                "b.test": {"MX": [(10, "mx.b.test")]},
+                "mx.b.test": {"A": ["127.0.0.1"]},
+                "implicit.test": {"A": ["127.0.0.1"]},
+                "nullmx.test": {"MX": [(0, ".")]},
+                "down.test": {"MX": [(5, "dead.down.test"), (10, "mx.b.test")]},
+                "dead.down.test": {"A": ["127.0.0.2"]},
+            }
+        )
+        self.dns.listen(reactor)
+        self.addCleanup(self.dns.stop)
+        nameservers = DNSConfig(nameservers=(self.dns.nameserver,))
+        bConfig = replace(
+            testConfig(Path(self.mktemp()).absolute(), dns=nameservers),
+            hostname="mx.b.test",
+            domains=("b.test", "implicit.test", "down.test"),
+        )
+        self.b: RunningServer = yield startServer(self, bConfig)
+        self.b.addUser("bob@b.test", PASSWORD)
+        self.b.addUser("carol@implicit.test", PASSWORD)
+        self.b.addUser("dave@down.test", PASSWORD)
+        aConfig = testConfig(
+            Path(self.mktemp()).absolute(),
+            dns=nameservers,
+            relay=replace(
+                RelayConfig(),
+                outbound_port=self.b.ports["smtp"],
+                retry_schedule=(1.0,),
+            ),
+        )
+        self.a: RunningServer = yield startServer(self, aConfig)
+        self.a.addUser("alice@example.com", PASSWORD)
+
+    def submit(self, rcpts: list[str], message: bytes, **options: Any) -> Any:
+        """
+        Send C{message} from alice through A's submission port.
+        """
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", self.a.ports["submission"], timeout=30) as c:
+                c.starttls(context=insecureContext())
+                c.login("alice@example.com", PASSWORD)
+                return c.sendmail("alice@example.com", rcpts, message, **options)
+
+        return deferToThread(send)
+
+    @inlineCallbacks
+    def test_relayedByMX(self) -> Any:
+        """Mail for b.test goes to its MX, over STARTTLS, and arrives byte for byte."""
+        body = b"From: alice@example.com\r\nSubject: over there\r\n\r\nhello b\r\n"
+        yield self.submit(["bob@b.test"], body)
+        yield waitFor(lambda: len(self.b.delivered("bob@b.test")) == 1)
+        [stored] = self.b.delivered("bob@b.test")
+        self.assertTrue(stored.endswith(b"\r\n" + body))
+        self.assertIn(b"by mx.b.test with ESMTPS", stored)
+        yield waitFor(lambda: not self.a.queue.items)
+
+    @inlineCallbacks
+    def test_implicitMX(self) -> Any:
+        """A domain with only an A record is delivered to that address."""
+        yield self.submit(["carol@implicit.test"], b"Subject: i\r\n\r\nx\r\n")
+        yield waitFor(lambda: len(self.b.delivered("carol@implicit.test")) == 1)
+
+    @inlineCallbacks
+    def test_preferredHostDown(self) -> Any:
+        """With the preferred MX down, the next one takes the mail."""
+        yield self.submit(["dave@down.test"], b"Subject: d\r\n\r\nx\r\n")
+        yield waitFor(lambda: len(self.b.delivered("dave@down.test")) == 1)
+
+    @inlineCallbacks
+    def test_nullMXBounces(self) -> Any:
+        """A null MX domain bounces at once with 5.1.10 to the sender's Maildir."""
+        yield self.submit(["x@nullmx.test"], b"Subject: n\r\n\r\nx\r\n")
+        yield waitFor(lambda: len(self.a.delivered("alice@example.com")) == 1)
+        [report] = self.a.delivered("alice@example.com")
+        parsed = email.message_from_bytes(report, policy=email.policy.default)
+        self.assertEqual(parsed.get_content_type(), "multipart/report")
+        self.assertIn(b"5.1.10", report)
+
+    @inlineCallbacks
+    def test_unknownRecipientBounces(self) -> Any:
+        """B's 550 for an unknown user comes back as a bounce naming B and its reply."""
+        yield self.submit(["nobody@b.test"], b"Subject: u\r\n\r\nx\r\n")
+        yield waitFor(lambda: len(self.a.delivered("alice@example.com")) == 1)
+        [report] = self.a.delivered("alice@example.com")
+        self.assertIn(b"5.1.1", report)
+        self.assertIn(b"mx.b.test", report)
+
+    @inlineCallbacks
+    def test_severalDomainsOneMessage(self) -> Any:
+        """One message to two domains and a local user reaches all three."""
+        yield self.submit(
+            ["bob@b.test", "carol@implicit.test", "alice@example.com"], b"Subject: m\r\n\r\nx\r\n"
+        )
+        yield waitFor(
+            lambda: (
+                len(self.b.delivered("bob@b.test")) == 1
+                and len(self.b.delivered("carol@implicit.test")) == 1
+                and len(self.a.delivered("alice@example.com")) == 1
+            )
+        )
