@@ -307,7 +307,7 @@ class RelayDelivery(Service):
             del self._idle[domain]
         client.quit()
 
-    def stopService(self) -> Deferred[object]:
+    def stopService(self) -> Deferred[list[tuple[bool, None]]]:
         """
         Close every idle connection (at shutdown).
 
@@ -321,8 +321,7 @@ class RelayDelivery(Service):
                     idle.call.cancel()
                 closing.append(idle.client.quit())
         self._idle.clear()
-        done: Deferred[object] = DeferredList(closing)
-        return done
+        return DeferredList(closing)
 
     # -- logging --------------------------------------------------------------------
 
