@@ -190,6 +190,18 @@ class QueueManagerTests(SynchronousTestCase):
         self.assertEqual(len(target.calls), 4)
         self.assertEqual(qm.items, {})
 
+    def test_attemptsRemembered(self) -> None:
+        """Each attempt is kept in the recipient's history with the server and how it went."""
+        busy = Reply(451, "4.7.1 busy", remote="mx.example.com[192.0.2.1]", detail="MX mx (10)")
+        qm = self.manager(ScriptedTarget(busy, TEMP))
+        qm.enqueue(makeEnvelope(), b"x")
+        self.clock.advance(0)
+        self.clock.advance(60)
+        [first, second] = qm.items["Q1"].recipients[0].history
+        self.assertEqual((first.time, first.reply), (1000.0, str(busy)))
+        self.assertEqual((first.remote, first.detail), ("mx.example.com[192.0.2.1]", "MX mx (10)"))
+        self.assertEqual((second.time, second.remote), (1060.0, ""))
+
     def test_permanentFailureBounces(self) -> None:
         """A permanent failure bounces to the sender and ends the message."""
         qm = self.manager(ScriptedTarget(PERM))

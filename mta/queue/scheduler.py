@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mta.delivery.bounce import DELAY, FAILURE, SUCCESS, RelayedReply, Report, notifies
-from mta.envelope import Envelope, Recipient
+from mta.envelope import Attempt, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
 from mta.logs import logLine
@@ -317,17 +317,19 @@ class QueueManager(Service):
             state = "pending"
         logLine(
             _log,
-            "delivery: id={id} to=<{to}> orig=<{orig}> status={status} delay={delay:.2f}s "
-            "attempts={n} reply={reply}",
+            "delivery: id={id} to=<{to}> orig=<{orig}> relay={relay} status={status} "
+            "delay={delay:.2f}s attempts={n} reply={reply}",
             id=envelope.queueId,
             to=r.address,
             orig=r.original,
+            relay=reply.remote or "local",
             status={"delivered": "sent", "failed": "bounced", "pending": "deferred"}[state],
             delay=now - envelope.arrival,
             n=r.attempts + 1,
             reply=str(reply),
         )
-        return r.withOutcome(state, "" if state == "delivered" else str(reply))
+        attempt = Attempt(now, str(reply), reply.remote, reply.detail)
+        return r.withOutcome(state, "" if state == "delivered" else str(reply), attempt)
 
     def _report(self, report: Report, body: MessageBody) -> Deferred[object]:
         """
