@@ -5,9 +5,10 @@ Where each recipient goes: step "route" of the lifecycle.
 L{route} is a pure function: a recipient in a local domain is L{Route.LOCAL},
 anything else L{Route.RELAY}.  L{Router} is an L{IDeliveryTarget} that
 splits a message's pending recipients by route and hands each group to its
-target.  Remote relay is a target of its own; until one is configured,
-relay recipients get a temporary failure and wait in the queue (visible in
-C{mta queue list}) rather than being lost or bounced.
+target: L{mta.delivery.local.LocalDelivery} or
+L{mta.delivery.relay.RelayDelivery}.  A router built without a relay
+target (some tests) gives relay recipients a temporary failure, so they
+wait in the queue rather than being lost or bounced.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget
 from mta.message import MessageBody
 
-S451_NO_RELAY = Reply(451, "4.3.2 Remote delivery is not available on this server yet")
+S451_NO_RELAY = Reply(451, "4.3.2 Remote delivery is not configured here")
 
 
 class Route(enum.Enum):

@@ -10,6 +10,7 @@ The service tree::
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
     |- QueueManager "queue"            loads the spool, schedules delivery
+    |- RelayDelivery "relay"           MX or smarthost delivery; idle connections
     |- Listener "smtp:N"               MX (port 25)
     |- Listener "submission:N"         STARTTLS + AUTH (587)
     |- Listener "submissions:N"        implicit TLS + AUTH (465)
