@@ -135,3 +135,80 @@ class RelayTests(TestCase):
                 and len(self.a.delivered("alice@example.com")) == 1
             )
         )
+
+
+class SmarthostTests(TestCase):
+    """
+    A sends everything to B's submission port (STARTTLS, AUTH) as its smarthost.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def startPair(self, password: str) -> Any:
+        """
+        Start B with user bob@b.test, and A with B's submission port as its
+        smarthost, logging in as bob with C{password}.
+        """
+        bConfig = replace(
+            testConfig(Path(self.mktemp()).absolute()),
+            hostname="mx.b.test",
+            domains=("b.test", "implicit.test"),
+        )
+        self.b: RunningServer = yield startServer(self, bConfig)
+        self.b.addUser("bob@b.test", PASSWORD)
+        self.b.addUser("carol@implicit.test", PASSWORD)
+        secret = Path(self.mktemp()).absolute()
+        secret.write_text(password + "\n")
+        aConfig = testConfig(
+            Path(self.mktemp()).absolute(),
+            relay=replace(
+                RelayConfig(),
+                smarthost=f"127.0.0.1:{self.b.ports['submission']}",
+                smarthost_user="bob@b.test",
+                smarthost_password_file=secret,
+                retry_schedule=(1.0,),
+            ),
+        )
+        self.a: RunningServer = yield startServer(self, aConfig)
+
+    def send(self) -> Any:
+        """
+        An app on 127.0.0.1 (a trusted network of A) sends as bob to carol.
+        """
+
+        def send() -> Any:
+            with smtplib.SMTP("127.0.0.1", self.a.ports["smtp"], timeout=30) as c:
+                return c.sendmail(
+                    "bob@b.test",
+                    ["carol@implicit.test"],
+                    b"From: bob@b.test\r\nSubject: via smarthost\r\n\r\nhello\r\n",
+                )
+
+        return deferToThread(send)
+
+    @inlineCallbacks
+    def test_smarthostWithAuth(self) -> Any:
+        """Mail goes through the smarthost's submission port under STARTTLS with AUTH."""
+        yield self.startPair(PASSWORD)
+        yield self.send()
+        yield waitFor(lambda: len(self.b.delivered("carol@implicit.test")) == 1)
+        [stored] = self.b.delivered("carol@implicit.test")
+        # B's Received line: submission under TLS with authentication.
+        self.assertIn(b"by mx.b.test with ESMTPSA", stored)
+        yield waitFor(lambda: not self.a.queue.items)
+
+    @inlineCallbacks
+    def test_smarthostWrongPassword(self) -> Any:
+        """A refused AUTH keeps the message queued with 4.7.8, to be retried, not bounced."""
+        yield self.startPair("not the password")
+        yield self.send()
+        [queueId] = list(self.a.queue.items)
+
+        def rcpt() -> Any:
+            return self.a.queue.items[queueId].recipients[0]
+
+        yield waitFor(lambda: rcpt().attempts >= 2)
+        self.assertEqual(rcpt().state, "pending")
+        self.assertIn("4.7.8", rcpt().lastError)
+        self.assertEqual(self.b.delivered("carol@implicit.test"), [])
