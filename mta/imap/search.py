@@ -1,0 +1,440 @@
+# -*- test-case-name: tests.test_imapsearch -*-
+"""
+What IMAP SEARCH matches (RFC 3501 6.4.4, MODSEQ of RFC 7162 3.1.5).
+
+L{matches} decides one key for one message, seen through a L{MessageView}.
+Keys that need only the index (flags, dates, sizes, numbers) never read the
+message; header keys read its header, C{BODY} and C{TEXT} its body.
+
+Text keys match case-insensitively (Unicode case folding) as substrings,
+after MIME decoding: header values have their RFC 2047 encoded words
+decoded, and C{text/*} parts their transfer encoding (quoted-printable,
+base64) and charset.  The server decodes the search string from the
+command's charset, of which only UTF-8 and US-ASCII are accepted
+(L{checkCharset}).
+
+The keys are small frozen values; the parsed form of the command maps onto
+them one to one (C{ALL} is an empty L{And}, C{NEW} is C{RECENT UNSEEN},
+C{OLD} is C{NOT RECENT}: see L{simpleKey}).
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from email.utils import parsedate_tz
+
+from mta.imap.message import Field, Part, headerFields, parseStructure
+
+
+class BadCharset(ValueError):
+    """
+    SEARCH named a charset other than UTF-8 and US-ASCII: the server answers
+    C{NO [BADCHARSET (UTF-8 US-ASCII)]}.
+    """
+
+
+#: The charsets a SEARCH may name.
+CHARSETS = frozenset({"UTF-8", "US-ASCII"})
+
+
+def checkCharset(name: str) -> None:
+    """
+    @raise BadCharset: C{name} is not UTF-8 or US-ASCII (any case).
+    """
+    if name.upper() not in CHARSETS:
+        raise BadCharset(name)
+
+
+# -- Keys ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class And:
+    """
+    Every key matches; C{And(())} is C{ALL}.
+    """
+
+    keys: tuple[SearchKey, ...] = ()
+
+
+@dataclass(frozen=True)
+class Or:
+    """
+    C{OR left right}.
+    """
+
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True)
+class Not:
+    """
+    C{NOT key}.
+    """
+
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class FlagKey:
+    """
+    The message has (C{present}) or lacks C{flag}: a system flag such as
+    C{\\Seen} (C{\\Recent} included) or a keyword, compared in any case.
+    C{ANSWERED} is C{FlagKey("\\Answered")}, C{UNKEYWORD x}
+    C{FlagKey("x", False)}.
+    """
+
+    flag: str
+    present: bool = True
+
+
+@dataclass(frozen=True)
+class HeaderKey:
+    """
+    A field named C{field} contains C{value}; an empty value matches every
+    message that has the field.  C{FROM x} is C{HeaderKey("From", x)}, and
+    so for C{TO}, C{CC}, C{BCC}, C{SUBJECT}.
+    """
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class BodyKey:
+    """
+    C{BODY value} (the decoded text parts), or with C{includeHeaders}
+    C{TEXT value} (every header in the message too).
+    """
+
+    value: str
+    includeHeaders: bool = False
+
+
+@dataclass(frozen=True)
+class DateKey:
+    """
+    A day comparison, time and zone ignored.
+
+    @ivar field: C{"INTERNAL"} (C{BEFORE}, C{ON}, C{SINCE}) or C{"SENT"}
+        (C{SENTBEFORE}...: the Date header's day in its own zone, the
+        internal date's when it has none that parses).
+    @ivar comparison: C{"BEFORE"}, C{"ON"} or C{"SINCE"}.
+    """
+
+    field: str
+    comparison: str
+    day: date
+
+
+@dataclass(frozen=True)
+class SizeKey:
+    """
+    C{LARGER size} (C{larger}) or C{SMALLER size}: the RFC822.SIZE compared.
+    """
+
+    larger: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class SequenceKey:
+    """
+    A sequence set of sequence numbers, or with C{uid} of UIDs.
+
+    @ivar ranges: C{(first, last)} pairs, C{None} standing for C{*}; a
+        single number is C{(n, n)}.
+    """
+
+    ranges: tuple[tuple[int | None, int | None], ...]
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class ModSeqKey:
+    """
+    C{MODSEQ [entry type] n}: the message's mod-sequence is at least
+    C{modseq} (the per-flag entry is not tracked separately, so it is
+    ignored as RFC 7162 allows).
+    """
+
+    modseq: int
+
+
+SearchKey = (
+    And | Or | Not | FlagKey | HeaderKey | BodyKey | DateKey | SizeKey | SequenceKey | ModSeqKey
+)
+
+_SIMPLE: dict[str, SearchKey] = {
+    "ALL": And(()),
+    "NEW": And((FlagKey("\\Recent"), FlagKey("\\Seen", False))),
+    "OLD": FlagKey("\\Recent", False),
+    **{name: FlagKey("\\" + name.capitalize()) for name in ("ANSWERED", "DELETED", "DRAFT")},
+    **{name: FlagKey("\\" + name.capitalize()) for name in ("FLAGGED", "RECENT", "SEEN")},
+    **{
+        "UN" + name: FlagKey("\\" + name.capitalize(), False)
+        for name in ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN")
+    },
+}
+
+
+def simpleKey(name: str) -> SearchKey:
+    """
+    @return: the key for an argument-less search key name (C{ALL}, C{NEW},
+        C{UNSEEN}...), in any case.
+    @raise KeyError: C{name} is not one.
+    """
+    return _SIMPLE[name.upper()]
+
+
+# -- Messages --------------------------------------------------------------------
+
+
+@dataclass
+class MessageView:
+    """
+    What a search may know about one message.
+
+    @ivar flags: system flags and keywords, as stored (C{\\Recent} is
+        C{recent}, not a member).
+    @ivar internalDate: an aware datetime.
+    @ivar load: returns the raw message; called at most once, and only by
+        keys that look inside the message.
+    """
+
+    uid: int
+    sequence: int
+    flags: frozenset[str]
+    internalDate: datetime
+    size: int
+    load: Callable[[], bytes]
+    modseq: int = 0
+    recent: bool = False
+    _raw: bytes | None = field(default=None, repr=False)
+    _structure: Part | None = field(default=None, repr=False)
+    _fields: list[Field] | None = field(default=None, repr=False)
+
+    def raw(self) -> bytes:
+        """
+        @return: the message's bytes, loaded once.
+        """
+        if self._raw is None:
+            self._raw = self.load()
+        return self._raw
+
+    def structure(self) -> Part:
+        """
+        @return: the message's MIME structure, parsed once.
+        """
+        if self._structure is None:
+            self._structure = parseStructure(self.raw())
+        return self._structure
+
+    def fields(self) -> list[Field]:
+        """
+        @return: the top-level header fields, parsed once.
+        """
+        if self._fields is None:
+            self._fields = headerFields(self.raw())
+        return self._fields
+
+
+@dataclass(frozen=True)
+class Context:
+    """
+    What C{*} stands for in sequence sets: the mailbox's last sequence
+    number and its largest UID.
+    """
+
+    lastSequence: int = 0
+    lastUid: int = 0
+
+
+def matches(message: MessageView, key: SearchKey, context: Context | None = None) -> bool:
+    """
+    Say whether C{message} satisfies C{key}.
+
+    @param context: the mailbox's last numbers, needed when a sequence set
+        holds C{*}.
+    """
+    context = context or Context()
+    if isinstance(key, And):
+        return all(matches(message, each, context) for each in key.keys)
+    if isinstance(key, Or):
+        return matches(message, key.left, context) or matches(message, key.right, context)
+    if isinstance(key, Not):
+        return not matches(message, key.key, context)
+    if isinstance(key, FlagKey):
+        return _hasFlag(message, key.flag) == key.present
+    if isinstance(key, SizeKey):
+        return message.size > key.size if key.larger else message.size < key.size
+    if isinstance(key, SequenceKey):
+        number = message.uid if key.uid else message.sequence
+        last = context.lastUid if key.uid else context.lastSequence
+        return _inSet(number, key.ranges, last)
+    if isinstance(key, ModSeqKey):
+        return message.modseq >= key.modseq
+    if isinstance(key, DateKey):
+        return _compareDay(_day(message, key.field), key.comparison, key.day)
+    if isinstance(key, HeaderKey):
+        return _headerMatches(message.fields(), key.field, key.value)
+    return _textMatches(message, key)
+
+
+def _hasFlag(message: MessageView, flag: str) -> bool:
+    if flag.lower() == "\\recent":
+        return message.recent
+    lowered = flag.lower()
+    return any(each.lower() == lowered for each in message.flags)
+
+
+def _inSet(number: int, ranges: tuple[tuple[int | None, int | None], ...], last: int) -> bool:
+    for first, final in ranges:
+        low = last if first is None else first
+        high = last if final is None else final
+        if min(low, high) <= number <= max(low, high):
+            return True
+    return False
+
+
+def _compareDay(day: date, comparison: str, wanted: date) -> bool:
+    if comparison == "BEFORE":
+        return day < wanted
+    if comparison == "ON":
+        return day == wanted
+    return day >= wanted
+
+
+def _day(message: MessageView, which: str) -> date:
+    if which == "SENT":
+        sent = sentDate(message.fields())
+        if sent is not None:
+            return sent.date()
+    return message.internalDate.date()
+
+
+def sentDate(fields: list[Field]) -> datetime | None:
+    """
+    @return: the Date header as an aware datetime in its own zone, or
+        C{None} when there is none that parses.
+    """
+    value = next((f.value for f in fields if f.name.lower() == b"date"), None)
+    if value is None:
+        return None
+    parsed = parsedate_tz(value.decode("ascii", "replace"))
+    if parsed is None:
+        return None
+    try:
+        zone = timezone(timedelta(seconds=parsed[9] or 0))
+        return datetime(*parsed[:6], tzinfo=zone)
+    except (ValueError, OverflowError):
+        return None
+
+
+# -- Text ----------------------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _headerMatches(fields: list[Field], name: str, value: str) -> bool:
+    lowered = name.lower().encode("utf-8", "replace")
+    needle = _fold(value)
+    for each in fields:
+        if each.name.lower() == lowered and needle in _fold(decodeHeader(each.value)):
+            return True
+    return False
+
+
+def _textMatches(message: MessageView, key: BodyKey) -> bool:
+    needle = _fold(key.value)
+    raw = message.raw()
+    top = message.structure()
+    parts = top.walk()
+    if key.includeHeaders:
+        for each in [top, *(p.message for p in parts if p.message is not None)]:
+            if needle in _fold(decodeHeader(b" ".join(f.raw for f in each.fields))):
+                return True
+    leaves = (p for p in parts if not p.children and p.message is None and _isText(p))
+    return any(needle in _fold(decodeBody(part, raw)) for part in leaves)
+
+
+def _isText(part: Part) -> bool:
+    return part.mainType.lower() == b"text"
+
+
+def decodeBody(part: Part, raw: bytes) -> str:
+    """
+    @return: a leaf part's body with its transfer encoding and charset
+        decoded (bytes that do not decode become U+FFFD).
+    """
+    body = raw[part.bodyStart : part.bodyEnd]
+    encoding = part.encoding.lower()
+    try:
+        if encoding == b"base64":
+            body = binascii.a2b_base64(body)
+        elif encoding == b"quoted-printable":
+            body = binascii.a2b_qp(body)
+    except (binascii.Error, ValueError):
+        pass
+    charset = (part.param(b"charset") or b"utf-8").decode("ascii", "replace")
+    return _decode(body, charset)
+
+
+def _decode(data: bytes, charset: str) -> str:
+    """
+    @return: C{data} decoded from C{charset}; UTF-8 for an unknown one,
+        latin-1 for 8-bit bytes that are not UTF-8 in us-ascii text.
+    """
+    try:
+        codec = codecs.lookup(charset.strip().strip('"'))
+    except LookupError:
+        codec = codecs.lookup("utf-8")
+    if codec.name == "ascii":
+        codec = codecs.lookup("utf-8")
+    if codec.name == "utf-8":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data.decode("latin-1")
+    return data.decode(codec.name, "replace")
+
+
+_ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
+
+
+def decodeHeader(value: bytes) -> str:
+    """
+    Decode a header value's RFC 2047 encoded words; the rest is UTF-8 (or
+    latin-1 when it is not).  White space between two encoded words goes.
+    """
+    value = _BETWEEN_WORDS.sub(rb"\1\2", value)
+    out: list[str] = []
+    position = 0
+    for match in _ENCODED_WORD.finditer(value):
+        out.append(_decode(value[position : match.start()], "utf-8"))
+        out.append(_encodedWord(match))
+        position = match.end()
+    out.append(_decode(value[position:], "utf-8"))
+    return "".join(out)
+
+
+def _encodedWord(match: re.Match[bytes]) -> str:
+    charset, kind, text = match.group(1), match.group(2).upper(), match.group(3)
+    charset = charset.split(b"*")[0]  # RFC 2231 language suffix
+    try:
+        if kind == b"B":
+            data = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
+        else:
+            data = binascii.a2b_qp(text, header=True)
+    except (binascii.Error, ValueError):
+        return match.group(0).decode("ascii", "replace")
+    return _decode(data, charset.decode("ascii", "replace"))
