@@ -13,7 +13,11 @@ Exit status 0 on success; 1 with one line on stderr otherwise, e.g.
 C{mta: user alice@example.com exists}.  Passwords and hashes are never
 printed.
 
-Each command group (C{user}, C{alias}, C{check}) is one C{_add*Commands}
+C{mta queue ...} talks to the running server over its control socket
+(L{mta.queue.control}); with none running, C{list}, C{show} and
+C{delete} use the queue files themselves.
+
+Each command group (C{user}, C{alias}, C{queue}, C{check}) is one C{_add*Commands}
 function that registers its subcommands and handlers; a new group (queue,
 dkim, dns) is one more such function and one line in L{_buildParser}.
 """
@@ -26,13 +30,16 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from mta.config import Config, embeddedDefault, loadConfig
 from mta.delivery.bounce import readHeaders
 from mta.directory.files import FileDirectory, waitUntilLoaded
+from mta.envelope import Envelope
 from mta.errors import ConfigError
-from mta.queue.control import ControlRequests, describeQueue
+from mta.message import MessageBody
+from mta.queue.control import ControlError, ControlRequests
+from mta.queue.describe import describeMessage, renderList, renderShow
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
 
@@ -223,77 +230,132 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spool(args: argparse.Namespace) -> tuple[Spool, ControlRequests]:
+def _queueControl(args: argparse.Namespace) -> tuple[Config, ControlRequests]:
     """
-    @return: the queue of the configured data dir, and its control folder.
+    @return: the config, and the lock and socket of its queue.
+    @raise ValueError: the queue folder does not exist.
     """
-    queueDir = _config(args).data_dir / "queue"
+    config = _config(args)
+    queueDir = config.data_dir / "queue"
     if not queueDir.is_dir():
         raise ValueError(f"{queueDir}: no queue here (has the server ever run?)")
-    return Spool(queueDir, SynchronousRunner()), ControlRequests(queueDir)
+    return config, ControlRequests(queueDir)
+
+
+def _ask(control: ControlRequests, command: str, queueId: str | None = None) -> Any:
+    """
+    Send one request to the running server.
+
+    @return: the answer's data, or its one-line text.
+    @raise ValueError: the server refused it, or did not answer.
+    """
+    try:
+        return control.request(command, queueId)
+    except ControlError as e:
+        raise ValueError(str(e)) from None
+
+
+def _offline(config: Config, queueId: str | None) -> list[dict[str, Any]]:
+    """
+    Describe messages from the spool files, with no server running
+    (blocking): C{queueId}'s, with its headers, or all of them.
+
+    @raise ValueError: C{queueId} is not in the queue.
+    """
+    spool = Spool(config.data_dir / "queue", SynchronousRunner())
+    relay, now = config.relay, time.time()
+
+    def describe(envelope: Envelope, body: MessageBody) -> dict[str, Any]:
+        return describeMessage(envelope, body.size, now, relay.retry_schedule, relay.max_lifetime)
+
+    if queueId is None:
+        found = []
+        for envelope in spool.envelopesSync():
+            try:
+                found.append(describe(*spool.readSync(envelope.queueId)))
+            except (KeyError, ValueError):
+                continue  # gone since the folder was listed
+        return found
+    try:
+        envelope, body = spool.readSync(queueId)
+    except KeyError:
+        raise ValueError(f"{queueId}: no such message in the queue") from None
+    headers = readHeaders(body).decode("utf-8", "replace")
+    return [{**describe(envelope, body), "headers": headers}]
+
+
+def _printJSON(data: Any) -> None:
+    """
+    Print C{data} as indented JSON, for scripts.
+    """
+    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def _queueList(args: argparse.Namespace) -> int:
     """
-    C{mta queue list}: a line per message: id, age, sender, and each
-    recipient with its state and last error.
+    C{mta queue list [--json]}: a line per message: id, age, size, sender,
+    and each recipient with its state, last error, attempts and next try.
     """
-    spool, _ = _spool(args)
-    for line in describeQueue(spool, time.time()):
-        print(line)
+    config, control = _queueControl(args)
+    running = control.serverRunning()
+    messages = _ask(control, "list") if running else _offline(config, None)
+    if args.json:
+        _printJSON(messages)
+    else:
+        for line in renderList(messages, time.time()):
+            print(line)
     return 0
 
 
 def _queueShow(args: argparse.Namespace) -> int:
     """
-    C{mta queue show ID}: the envelope and the message's headers.
+    C{mta queue show ID [--json]}: the envelope, each recipient's timeline
+    of attempts and next try, and the message's headers.
     """
-    spool, _ = _spool(args)
-    try:
-        envelope, body = spool.readSync(args.id)
-    except KeyError:
-        raise ValueError(f"{args.id}: no such message in the queue") from None
-    print(json.dumps(envelope.toJSON(), indent=2))
-    print()
-    sys.stdout.write(readHeaders(body).decode("utf-8", "replace"))
+    config, control = _queueControl(args)
+    if control.serverRunning():
+        message = _ask(control, "show", args.id)
+    else:
+        [message] = _offline(config, args.id)
+    if args.json:
+        _printJSON(message)
+    else:
+        for line in renderShow(message, time.time()):
+            print(line)
     return 0
 
 
-def _queueRequest(args: argparse.Namespace, words: list[str]) -> bool:
+def _queueAction(args: argparse.Namespace) -> int:
     """
-    Hand C{words} to the running server.
-
-    @return: C{False} when no server runs (the caller acts itself).
-    @raise ValueError: a server runs but did not answer in time.
+    C{mta queue flush [ID]}, C{hold ID}, C{release ID}, C{bounce ID}:
+    done by the running server, which says in one line what it did.
     """
-    _, control = _spool(args)
+    _, control = _queueControl(args)
     if not control.serverRunning():
-        return False
-    if not control.submit(words):
-        raise ValueError("the running server did not take the request in 10 seconds")
-    return True
-
-
-def _queueFlush(args: argparse.Namespace) -> int:
-    """
-    C{mta queue flush [ID]}: try now, ignoring the retry schedule.
-    """
-    if not _queueRequest(args, ["flush", *([args.id] if args.id else [])]):
-        raise ValueError("no server is running; queued mail is tried when it starts")
+        raise ValueError(
+            f"no server is running: queue {args.action} needs one "
+            "(queued mail is tried when it starts)"
+        )
+    print(_ask(control, args.action, args.id))
     return 0
 
 
 def _queueDelete(args: argparse.Namespace) -> int:
     """
-    C{mta queue delete ID}: remove a message without delivering it.
+    C{mta queue delete ID}: remove a message without delivering it; by the
+    running server, or from the spool files when none runs.
     """
-    spool, _ = _spool(args)
+    config, control = _queueControl(args)
+    if control.serverRunning():
+        print(_ask(control, "delete", args.id))
+        return 0
+    spool = Spool(config.data_dir / "queue", SynchronousRunner())
     try:
         spool.readEnvelope(args.id)
     except KeyError:
         raise ValueError(f"{args.id}: no such message in the queue") from None
-    if not _queueRequest(args, ["delete", args.id]):
-        spool.removeSync(args.id)
+    spool.removeSync(args.id)
+    print(f"{args.id}: deleted")
     return 0
 
 
@@ -346,13 +408,25 @@ def _addAliasCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
 
 def _addQueueCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """
-    Register C{mta queue list|show|flush|delete}.
+    Register C{mta queue list|show|flush|hold|release|bounce|delete}.
     """
     queue = commands.add_parser("queue", help="inspect and manage the mail queue")
     sub = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _command(sub, "list", _queueList, "a line per queued message")
-    _command(sub, "show", _queueShow, "a message's envelope and headers").add_argument("id")
-    _command(sub, "flush", _queueFlush, "try now (all, or one)").add_argument("id", nargs="?")
+    for name, handler, text in [
+        ("list", _queueList, "a line per queued message"),
+        ("show", _queueShow, "a message's envelope, delivery timeline and headers"),
+    ]:
+        parser = _command(sub, name, handler, text)
+        if name == "show":
+            parser.add_argument("id")
+        parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    _command(sub, "flush", _queueAction, "try now (all, or one)").add_argument("id", nargs="?")
+    for name, text in [
+        ("hold", "make no attempt until released (survives a restart)"),
+        ("release", "undo hold and try now"),
+        ("bounce", "fail every pending recipient now and report to the sender"),
+    ]:
+        _command(sub, name, _queueAction, text).add_argument("id")
     _command(sub, "delete", _queueDelete, "remove a message").add_argument("id")
 
 

@@ -10,6 +10,7 @@ The service tree::
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
     |- QueueManager "queue"            loads the spool, schedules delivery
+    |- ControlServer "queue-control"   data_dir/control.sock: mta queue ...
     |- RelayDelivery "relay"           MX or smarthost delivery; idle connections
     |- Listener "smtp:N"               MX (port 25)
     |- Listener "submission:N"         STARTTLS + AUTH (587)
@@ -43,7 +44,7 @@ from mta.errors import ConfigError
 from mta.interfaces import IBlockingRunner
 from mta.policy.chain import smtpPolicy
 from mta.pop3.server import POP3Factory
-from mta.queue.control import ControlRequests
+from mta.queue.control import ControlRequests, ControlServer, QueueCommands
 from mta.queue.scheduler import QueueManager
 from mta.queue.spool import Spool
 from mta.routing import Router
@@ -67,8 +68,6 @@ DELIVERY_LINGER = 0.005
 GC_THRESHOLD = 10_000
 #: How many fsyncs of one batch (queue or Maildir) may run at once.
 SYNC_THREADS = 8
-#: How often C{mta queue flush|delete} requests are looked for.
-QUEUE_CONTROL_INTERVAL = 1.0
 #: How often the certificate files are checked for changes.
 TLS_RELOAD_INTERVAL = 60.0
 
@@ -196,29 +195,14 @@ def _loadQueue(spool: Spool, queue: QueueManager) -> None:
         raise _queueUnusable(spool.path, e) from None
 
 
-def _controlQueue(top: MailServer, runner: IBlockingRunner, clock: Any, queueDir: Path) -> None:
+def _controlQueue(top: MailServer, spool: Spool, runner: IBlockingRunner, reactor: Any) -> None:
     """
-    Serve C{mta queue flush|delete} requests.
+    Serve C{mta queue ...} on C{data_dir/control.sock}.
     """
-    control = ControlRequests(queueDir)
-
-    def apply(requests: list[tuple[str, list[str]]]) -> None:
-        for name, words in requests:
-            if words[:1] == ["flush"]:
-                top.queue.flush(words[1] if len(words) > 1 else None)
-            elif words[:1] == ["delete"] and len(words) == 2:
-                top.queue.delete(words[1])
-            else:
-                _log.warn("queue: ignored bad control request {words}", words=words)
-            runner.run(control.done, name)
-
-    def poll() -> None:
-        runner.run(control.take).addCallback(apply)
-
-    timer = TimerService(QUEUE_CONTROL_INTERVAL, poll)
-    timer.clock = clock
-    timer.setName("queue-control")
-    timer.setServiceParent(top)
+    commands = QueueCommands(top.queue, spool, runner)
+    server = ControlServer(ControlRequests(spool.path).socketPath, commands, reactor)
+    server.setName("queue-control")
+    server.setServiceParent(top)
 
 
 def buildService(config: Config, reactor: Any) -> MailServer:
@@ -320,7 +304,7 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     runner.setServiceParent(top)
     sync.setName("sync")
     sync.setServiceParent(top)
-    _controlQueue(top, runner, reactor, config.data_dir / "queue")
+    _controlQueue(top, spool, runner, reactor)
     watcher = DirectoryWatcher(directory, runner, reactor)
     watcher.setName("directory-watch")
     watcher.setServiceParent(top)

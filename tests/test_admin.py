@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import getpass
 import io
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ from mta.admin import main
 from mta.auth import verifyPassword
 from mta.directory.files import FileDirectory
 from mta.envelope import Address
-from mta.queue.control import ControlRequests
+from mta.queue.control import ControlError, ControlRequests
+from mta.queue.describe import describeMessage
 from mta.queue.spool import Spool
 from mta.threads import SynchronousRunner
 from tests.test_spool import makeEnvelope
@@ -397,23 +399,106 @@ class QueueCommandTests(AdminTestCase):
             makeEnvelope("Q1"), b"Subject: hello\r\nFrom: s@remote.test\r\n\r\nsecret body\r\n"
         )
 
+    def clearOutput(self) -> None:
+        """
+        Forget what was printed so far.
+        """
+        for stream in (self.stdout, self.stderr):
+            stream.seek(0)
+            stream.truncate()
+
     def test_listShowDelete(self) -> None:
-        """
-        list names the message, show prints its envelope and headers (never
-        the body), delete removes its file.
-        """
+        """list names the message, show prints its envelope, timeline and headers (never the body), delete removes its file."""
         self.assertEqual(self.run_("queue", "list"), 0)
-        self.assertIn("Q1", self.stdout.getvalue())
+        [line] = self.stdout.getvalue().splitlines()
+        self.assertTrue(line.startswith("Q1 "), line)
+        self.assertIn(" 52 <s@remote.test> <alice@example.com>(pending; 0 attempts, next ", line)
+        self.clearOutput()
         self.assertEqual(self.run_("queue", "show", "Q1"), 0)
         shown = self.stdout.getvalue()
-        self.assertIn('"original": "alice+x@example.com"', shown)
-        self.assertIn("Subject: hello\r\nFrom: s@remote.test\r\n", shown)
+        self.assertIn("recipient <alice@example.com> (RCPT TO <alice+x@example.com>)", shown)
+        self.assertIn("next attempt: ", shown)
+        self.assertIn("headers:\n  Subject: hello\n  From: s@remote.test\n", shown)
         self.assertNotIn("secret body", shown)
+        self.clearOutput()
         self.assertEqual(self.run_("queue", "delete", "Q1"), 0)
+        self.assertEqual(self.stdout.getvalue(), "Q1: deleted\n")
         self.assertFalse((self.dataDir / "queue" / "Q1.msg").exists())
-        self.stdout.seek(0)
-        self.stdout.truncate()
+        self.clearOutput()
         self.assertFailed(self.run_("queue", "show", "Q1"), "mta: Q1: no such message in the queue")
+
+    def test_json(self) -> None:
+        """list --json and show --json print what json.loads reads back: the envelope's fields and more."""
+        self.assertEqual(self.run_("queue", "list", "--json"), 0)
+        [message] = json.loads(self.stdout.getvalue())
+        self.assertEqual((message["id"], message["size"], message["held"]), ("Q1", 52, False))
+        self.clearOutput()
+        self.assertEqual(self.run_("queue", "show", "Q1", "--json"), 0)
+        message = json.loads(self.stdout.getvalue())
+        self.assertEqual(message["recipients"][0]["original"], "alice+x@example.com")
+        self.assertEqual(message["headers"], "Subject: hello\r\nFrom: s@remote.test\r\n")
+
+    def test_actionsNeedServer(self) -> None:
+        """flush, hold, release and bounce say no server is running and exit 1."""
+        for argv in (["flush"], ["hold", "Q1"], ["release", "Q1"], ["bounce", "Q1"]):
+            self.clearOutput()
+            self.assertFailed(
+                self.run_("queue", *argv),
+                f"mta: no server is running: queue {argv[0]} needs one "
+                "(queued mail is tried when it starts)",
+            )
+
+
+class RunningQueueCommandTests(AdminTestCase):
+    """
+    C{mta queue ...} with a server holding the queue lock: every command
+    is one request on the control socket (here answered by a stand-in).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lock = ControlRequests(self.dataDir / "queue").holdLock()
+        self.addCleanup(self.lock.close)
+        self.requests: list[tuple[str, str | None]] = []
+        self.answers: dict[str, object] = {}
+        self.realRequest = ControlRequests.request
+
+        def answer(control: ControlRequests, command: str, queueId: str | None = None) -> object:
+            # As the server would: from self.answers, else "no such id".
+            self.requests.append((command, queueId))
+            if command not in self.answers:
+                raise ControlError(f"{queueId}: no such message in the queue")
+            return self.answers[command]
+
+        self.patch(ControlRequests, "request", answer)
+
+    def test_actionPrintsReply(self) -> None:
+        """hold, release, bounce, flush and delete print the server's one-line answer."""
+        for command in ("hold", "release", "bounce", "flush", "delete"):
+            self.answers[command] = f"Q1: {command} done"
+            self.assertEqual(self.run_("queue", command, "Q1"), 0)
+        self.assertEqual(
+            self.stdout.getvalue().splitlines(),
+            [f"Q1: {c} done" for c in ("hold", "release", "bounce", "flush", "delete")],
+        )
+        self.assertEqual([q for _, q in self.requests], ["Q1"] * 5)
+
+    def test_refusedExitsOne(self) -> None:
+        """An answer that says no ends in one line on stderr and exit 1."""
+        self.assertFailed(self.run_("queue", "hold", "Q9"), "mta: Q9: no such message in the queue")
+
+    def test_listFromServer(self) -> None:
+        """list renders what the server describes, not the files."""
+        self.answers["list"] = [describeMessage(makeEnvelope("Q7"), 99, 1000.0, (60.0,), 3600.0)]
+        self.assertEqual(self.run_("queue", "list"), 0)
+        self.assertTrue(self.stdout.getvalue().startswith("Q7 "), self.stdout.getvalue())
+        self.assertEqual(self.requests, [("list", None)])
+
+    def test_socketMissing(self) -> None:
+        """A server that holds the lock but does not answer on the socket gets one error line."""
+        self.patch(ControlRequests, "request", self.realRequest)
+        self.assertEqual(self.run_("queue", "list"), 1)
+        self.assertIn("cannot reach the running server", self.stderr.getvalue())
 
 
 class CheckAndUsageTests(AdminTestCase):

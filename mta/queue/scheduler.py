@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
@@ -43,12 +44,14 @@ from mta.errors import Reply
 from mta.interfaces import IDeliveryTarget, IMessageSink, ISpool
 from mta.logs import logLine
 from mta.message import MessageBody
+from mta.queue.describe import HELD, describeMessage, isHeld
 from mta.queue.spool import newQueueId
 
 _log = Logger(namespace="mta.queue")
 
 S451_INTERNAL = Reply(451, "4.3.0 Internal error during delivery")
 S554_EXPIRED = Reply(554, "4.4.7 Message expired: delivery was not possible in time")
+S550_BOUNCED = Reply(550, "5.0.0 Bounced by the administrator")
 
 #: At most this many bytes of received messages wait in memory for their
 #: first attempt; beyond it, that attempt reads the spool like any retry.
@@ -171,6 +174,9 @@ class QueueManager(Service):
         old = self._calls.pop(queueId, None)
         if old is not None and old.active():
             old.cancel()
+        envelope = self.items.get(queueId)
+        if envelope is not None and isHeld(envelope):
+            return
         if self.running:
             self._calls[queueId] = self._clock.callLater(delay, self._attempt, queueId)
 
@@ -181,7 +187,9 @@ class QueueManager(Service):
         @return: how many messages were rescheduled.
         """
         ids = [queueId] if queueId is not None else list(self.items)
-        ids = [i for i in ids if i in self.items and i not in self._busy]
+        ids = [
+            i for i in ids if i in self.items and i not in self._busy and not isHeld(self.items[i])
+        ]
         for i in ids:
             self._later(i, 0)
         return len(ids)
@@ -220,9 +228,102 @@ class QueueManager(Service):
             return succeed(known)
         return self._spool.remove(queueId).addCallback(lambda _: known)
 
+    def hold(self, queueId: str) -> Deferred[bool]:
+        """
+        Make no attempt at a message until L{release}d (C{mta queue hold}).
+        The envelope's C{extra} says so on disk, so it stays held across a
+        restart; an attempt running right now ends as usual.
+
+        @return: a Deferred firing with whether the message is queued.
+        """
+        return self._setHeld(queueId, True)
+
+    def release(self, queueId: str) -> Deferred[bool]:
+        """
+        Undo L{hold} and try the message now (C{mta queue release}).
+
+        @return: a Deferred firing with whether the message is queued.
+        """
+        return self._setHeld(queueId, False)
+
+    def _setHeld(self, queueId: str, held: bool) -> Deferred[bool]:
+        envelope = self.items.get(queueId)
+        if envelope is None:
+            return succeed(False)
+        extra = {k: v for k, v in envelope.extra.items() if k != HELD}
+        if held:
+            extra[HELD] = True
+        envelope = replace(envelope, extra=extra)
+        if not held:
+            envelope = replace(envelope, nextAttempt=self._clock.seconds())
+        self.items[queueId] = envelope
+        _log.info(
+            "queue: id={id} {what} by the administrator",
+            id=queueId,
+            what="held" if held else "released",
+        )
+        if queueId in self._busy:
+            # The running attempt's _settle stores the flag and schedules.
+            return succeed(True)
+        self._later(queueId, 0)
+        return self._spool.update(envelope).addCallback(lambda _: True)
+
+    def bounce(self, queueId: str) -> Deferred[bool]:
+        """
+        Fail every pending recipient now with L{S550_BOUNCED}
+        (C{mta queue bounce}): recorded and reported to the sender as any
+        permanent failure is, then the message leaves the queue.
+
+        @return: a Deferred firing with whether the message was queued.
+        @raise ValueError: it is being delivered right now.
+        """
+        if queueId not in self.items:
+            return succeed(False)
+        if queueId in self._busy:
+            raise ValueError(f"{queueId} is being delivered right now; try again in a moment")
+        call = self._calls.pop(queueId, None)
+        if call is not None and call.active():
+            call.cancel()
+        self._busy.add(queueId)
+        envelope = self.items[queueId]
+        body = self._spool.body(queueId)
+        data = self._takeFresh(queueId)
+        if data is not None:
+            body = replace(body, data=data)
+        d = self._recordOutcomes({r: S550_BOUNCED for r in envelope.pending}, envelope, body)
+        d.addBoth(self._unbusy, queueId)
+        return d.addCallback(lambda _: True)
+
+    def _unbusy(self, result: object, queueId: str) -> object:
+        self._busy.discard(queueId)
+        return result
+
+    def describe(self, queueId: str) -> dict[str, Any]:
+        """
+        Describe a queued message as it is now, for C{mta queue list} and
+        C{show} (L{describeMessage}).
+
+        @raise KeyError: it is not queued.
+        """
+        envelope = self.items[queueId]
+        try:
+            size = self._spool.body(queueId).size
+        except KeyError:
+            size = 0
+        return describeMessage(
+            envelope,
+            size,
+            self._clock.seconds(),
+            self._schedule,
+            self._maxLifetime,
+            queueId in self._busy,
+        )
+
     def _attempt(self, queueId: str) -> Deferred[None] | None:
         self._calls.pop(queueId, None)
         if queueId not in self.items or queueId in self._busy:
+            return None
+        if isHeld(self.items[queueId]):
             return None
         self._busy.add(queueId)
         d = self._slots.run(self._deliverOnce, queueId)
@@ -377,6 +478,12 @@ class QueueManager(Service):
         attempts = max(r.attempts for r in envelope.pending)
         delay = self._schedule[min(attempts, len(self._schedule)) - 1]
         envelope = replace(envelope, nextAttempt=self._clock.seconds() + delay)
+        # Held or released by the administrator while this attempt ran:
+        # what the administrator said last wins.
+        extra = {k: v for k, v in envelope.extra.items() if k != HELD}
+        if isHeld(self.items[queueId]):
+            extra[HELD] = True
+        envelope = replace(envelope, extra=extra)
         self.items[queueId] = envelope
 
         def stored(_: None) -> None:
