@@ -1,0 +1,1 @@
+"""IMAP4rev1 (RFC 3501) and its extensions: parsing, response encoding and serving."""
