@@ -432,7 +432,7 @@ def _encodedWord(match: re.Match[bytes]) -> str:
     charset = charset.split(b"*")[0]  # RFC 2231 language suffix
     try:
         if kind == b"B":
-            data = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
+            data = binascii.a2b_base64(text + b"=" * (-len(text) % 4), strict_mode=True)
         else:
             data = binascii.a2b_qp(text, header=True)
     except (binascii.Error, ValueError):
