@@ -13,9 +13,12 @@ base64) and charset.  The server decodes the search string from the
 command's charset, of which only UTF-8 and US-ASCII are accepted
 (L{checkCharset}).
 
-The keys are small frozen values; the parsed form of the command maps onto
-them one to one (C{ALL} is an empty L{And}, C{NEW} is C{RECENT UNSEEN},
-C{OLD} is C{NOT RECENT}: see L{simpleKey}).
+The keys are the parser's own (L{mta.imap.query}): C{ALL} is an empty
+L{And}, C{NEW} is C{RECENT UNSEEN}, C{OLD} is C{NOT RECENT}, C{\\Recent}
+is a flag (L{simpleKey} builds the argument-less ones).  The per-flag
+entry of C{MODSEQ} is ignored, as RFC 7162 allows a server that does not
+keep one mod-sequence per flag.  A sequence set's C{$} must be replaced by
+the server before matching.
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ from datetime import date, datetime, timedelta, timezone
 from email.utils import parsedate_tz
 
 from mta.imap.message import Field, Part, headerFields, parseStructure
+from mta.imap.query import (
+    And,
+    BodyKey,
+    DateKey,
+    FlagKey,
+    HeaderKey,
+    ModSeqKey,
+    Not,
+    Or,
+    SearchKey,
+    SequenceKey,
+    SizeKey,
+)
 
 
 class BadCharset(ValueError):
@@ -52,124 +68,6 @@ def checkCharset(name: str) -> None:
 
 # -- Keys ------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class And:
-    """
-    Every key matches; C{And(())} is C{ALL}.
-    """
-
-    keys: tuple[SearchKey, ...] = ()
-
-
-@dataclass(frozen=True)
-class Or:
-    """
-    C{OR left right}.
-    """
-
-    left: SearchKey
-    right: SearchKey
-
-
-@dataclass(frozen=True)
-class Not:
-    """
-    C{NOT key}.
-    """
-
-    key: SearchKey
-
-
-@dataclass(frozen=True)
-class FlagKey:
-    """
-    The message has (C{present}) or lacks C{flag}: a system flag such as
-    C{\\Seen} (C{\\Recent} included) or a keyword, compared in any case.
-    C{ANSWERED} is C{FlagKey("\\Answered")}, C{UNKEYWORD x}
-    C{FlagKey("x", False)}.
-    """
-
-    flag: str
-    present: bool = True
-
-
-@dataclass(frozen=True)
-class HeaderKey:
-    """
-    A field named C{field} contains C{value}; an empty value matches every
-    message that has the field.  C{FROM x} is C{HeaderKey("From", x)}, and
-    so for C{TO}, C{CC}, C{BCC}, C{SUBJECT}.
-    """
-
-    field: str
-    value: str
-
-
-@dataclass(frozen=True)
-class BodyKey:
-    """
-    C{BODY value} (the decoded text parts), or with C{includeHeaders}
-    C{TEXT value} (every header in the message too).
-    """
-
-    value: str
-    includeHeaders: bool = False
-
-
-@dataclass(frozen=True)
-class DateKey:
-    """
-    A day comparison, time and zone ignored.
-
-    @ivar field: C{"INTERNAL"} (C{BEFORE}, C{ON}, C{SINCE}) or C{"SENT"}
-        (C{SENTBEFORE}...: the Date header's day in its own zone, the
-        internal date's when it has none that parses).
-    @ivar comparison: C{"BEFORE"}, C{"ON"} or C{"SINCE"}.
-    """
-
-    field: str
-    comparison: str
-    day: date
-
-
-@dataclass(frozen=True)
-class SizeKey:
-    """
-    C{LARGER size} (C{larger}) or C{SMALLER size}: the RFC822.SIZE compared.
-    """
-
-    larger: bool
-    size: int
-
-
-@dataclass(frozen=True)
-class SequenceKey:
-    """
-    A sequence set of sequence numbers, or with C{uid} of UIDs.
-
-    @ivar ranges: C{(first, last)} pairs, C{None} standing for C{*}; a
-        single number is C{(n, n)}.
-    """
-
-    ranges: tuple[tuple[int | None, int | None], ...]
-    uid: bool = False
-
-
-@dataclass(frozen=True)
-class ModSeqKey:
-    """
-    C{MODSEQ [entry type] n}: the message's mod-sequence is at least
-    C{modseq} (the per-flag entry is not tracked separately, so it is
-    ignored as RFC 7162 allows).
-    """
-
-    modseq: int
-
-
-SearchKey = (
-    And | Or | Not | FlagKey | HeaderKey | BodyKey | DateKey | SizeKey | SequenceKey | ModSeqKey
-)
 
 _SIMPLE: dict[str, SearchKey] = {
     "ALL": And(()),
@@ -277,7 +175,7 @@ def matches(message: MessageView, key: SearchKey, context: Context | None = None
     if isinstance(key, SequenceKey):
         number = message.uid if key.uid else message.sequence
         last = context.lastUid if key.uid else context.lastSequence
-        return _inSet(number, key.ranges, last)
+        return key.messages.contains(number, last)
     if isinstance(key, ModSeqKey):
         return message.modseq >= key.modseq
     if isinstance(key, DateKey):
@@ -292,15 +190,6 @@ def _hasFlag(message: MessageView, flag: str) -> bool:
         return message.recent
     lowered = flag.lower()
     return any(each.lower() == lowered for each in message.flags)
-
-
-def _inSet(number: int, ranges: tuple[tuple[int | None, int | None], ...], last: int) -> bool:
-    for first, final in ranges:
-        low = last if first is None else first
-        high = last if final is None else final
-        if min(low, high) <= number <= max(low, high):
-            return True
-    return False
 
 
 def _compareDay(day: date, comparison: str, wanted: date) -> bool:
@@ -438,3 +327,28 @@ def _encodedWord(match: re.Match[bytes]) -> str:
     except (binascii.Error, ValueError):
         return match.group(0).decode("ascii", "replace")
     return _decode(data, charset.decode("ascii", "replace"))
+
+
+__all__ = [
+    "CHARSETS",
+    "And",
+    "BadCharset",
+    "BodyKey",
+    "Context",
+    "DateKey",
+    "FlagKey",
+    "HeaderKey",
+    "MessageView",
+    "ModSeqKey",
+    "Not",
+    "Or",
+    "SearchKey",
+    "SequenceKey",
+    "SizeKey",
+    "checkCharset",
+    "decodeBody",
+    "decodeHeader",
+    "matches",
+    "sentDate",
+    "simpleKey",
+]

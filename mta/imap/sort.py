@@ -12,26 +12,36 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from mta.imap.envelope import parseAddresses
 from mta.imap.message import Field, firstValue
+from mta.imap.query import SortCriterion
 from mta.imap.search import MessageView, decodeHeader, sentDate
+
+__all__ = ["SORT_KEYS", "Criterion", "SortCriterion", "baseSubject", "sortKey", "sortMessages"]
 
 #: The sort keys of RFC 5256.
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
 
 
-@dataclass(frozen=True)
-class SortCriterion:
+class Criterion(Protocol):
     """
     One sort key, upper case (C{"SUBJECT"}), and whether C{REVERSE} came
-    before it.
+    before it: L{mta.imap.query.SortCriterion} is one.
     """
 
-    key: str
-    reverse: bool = False
+    @property
+    def key(self) -> str:
+        """
+        The sort key's name.
+        """
+
+    @property
+    def reverse(self) -> bool:
+        """
+        Whether the key orders the other way round.
+        """
 
 
 class _Reversed:
@@ -54,7 +64,7 @@ class _Reversed:
         return hash(self.value)
 
 
-def sortKey(message: MessageView, criteria: Sequence[SortCriterion]) -> tuple[Any, ...]:
+def sortKey(message: MessageView, criteria: Sequence[Criterion]) -> tuple[Any, ...]:
     """
     @return: a value that orders messages as C{criteria} do, with the
         sequence number last as the tie-break.
@@ -69,7 +79,7 @@ def sortKey(message: MessageView, criteria: Sequence[SortCriterion]) -> tuple[An
 
 
 def sortMessages(
-    messages: Iterable[MessageView], criteria: Sequence[SortCriterion]
+    messages: Iterable[MessageView], criteria: Sequence[Criterion]
 ) -> list[MessageView]:
     """
     @return: C{messages} in SORT order.
