@@ -1,0 +1,799 @@
+# -*- test-case-name: tests.test_index -*-
+"""
+The per-folder IMAP index: what a bare Maildir cannot hold (numeric UIDs,
+UIDVALIDITY, MODSEQ, keywords), kept beside C{cur/ new/ tmp/}.
+
+Blocking file I/O only: every method runs on an L{IBlockingRunner} (the
+asynchronous face is L{mta.store.imapstore}).  One L{FolderIndex} object
+per folder per process; a lock makes its methods safe from any thread.
+
+On disk: a snapshot (C{mta-index}) and a journal (C{mta-index.log}); see
+L{mta.store.indexformat} for their format.
+
+Crash safety (a C{kill -9} or power loss at any instant):
+
+  - Every change is applied to memory by the same code that replays the
+    journal, after its record is written; a change the caller is told
+    about (a UID handed out, a flag change answered, an expunge) has had
+    its record fsync'd first.  A UID is only ever handed out in an C{A}
+    record, and loading takes UIDNEXT past every C{A} record, so a UID
+    that anyone saw is never given again.
+  - A crash while a record is being appended leaves a torn last line; its
+    CRC fails and it is cut off (it was never acknowledged).  A bad line
+    with good lines after it, a snapshot whose CRC fails, or a journal
+    without a snapshot is damage: the index is rebuilt from the Maildir
+    under a new UIDVALIDITY, greater than the old one, so clients drop
+    their caches instead of trusting reused UIDs.
+  - Files move before their records are written: a flag change renames
+    the message (its C{:2,} info), fsyncs the directory, then journals;
+    an expunge unlinks, then journals; an append writes C{tmp/}, fsyncs,
+    renames into C{cur/}, fsyncs, then journals.  A crash between the two
+    leaves a file the next L{FolderIndex.sync} reads correctly (its flags
+    from its name, a missing file as expunged, a new file as new).
+
+A plain L{FolderIndex.sync} that finds nothing new writes nothing; one that
+does writes its records with a single fsync.  New files get UIDs in the
+order of their delivery time, then name.  C{new/} files are moved to
+C{cur/} (with an empty C{:2,} info) only by C{sync(takeNew=True)}, which
+the IMAP layer asks for when a session has the folder selected, as RFC
+3501's \\Recent and the Maildir spec expect; POP3 reads both directories
+and keys messages by base name, so it never notices.
+
+The system flags travel in the file names (C{D F R S T} for \\Draft
+\\Flagged \\Answered \\Seen \\Deleted) so mutt and other Maildir tools
+agree; keywords live in the index, and those Dovecot gave a letter (see
+L{mta.store.dovecot}) also appear as their letter.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from mta.fileutil import fsyncDirectory, writeAll
+from mta.message import MessageBody
+from mta.store.dovecot import readKeywords, readUIDList
+from mta.store.indexformat import (
+    FILE_MODE,
+    INDEX,
+    INFO,
+    JOURNAL,
+    FlagMode,
+    FolderStatus,
+    IndexDamaged,
+    IndexEntry,
+    MessageInfo,
+    SyncResult,
+    crc,
+    flagsFromInfo,
+    fsyncFile,
+    infoFor,
+    parseRanges,
+    scanMaildir,
+    uidRanges,
+    uniqueBase,
+    writeDurably,
+)
+from mta.store.maildir import _parseName
+
+
+class FolderIndex:
+    """
+    The index of one Maildir folder; see the module docstring.
+
+    Loaded on first use.  Every public method is blocking and
+    thread-safe.
+
+    @ivar folder: the Maildir (holding C{cur/ new/ tmp/}).
+    """
+
+    #: The journal is folded into a new snapshot once it is this big and
+    #: bigger than the snapshot.
+    compactAt = 64 * 1024
+
+    def __init__(self, folder: Path, clock: Callable[[], float] = time.time) -> None:
+        self.folder = folder
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._journalFd = -1
+        self._journalSize = 0
+        self._snapshotSize = 0
+        self._reset(0)
+
+    def _reset(self, uidValidity: int) -> None:
+        self.uidValidity = uidValidity
+        self.uidNext = 1
+        self.highestModseq = 1
+        self.firstRecent = 1
+        self._generation = 0
+        self._letters: list[str] = []
+        self._entries: dict[int, IndexEntry] = {}
+        self._byBase: dict[str, IndexEntry] = {}
+        self._vanished: list[list[int]] = []  # [first, last, modseq], by first
+        self._vanishedMerged = True
+
+    # Loading, rebuilding, compacting.
+
+    def _ensureLoaded(self) -> None:
+        if self._loaded:
+            return
+        snapshot = self._readOrNone(INDEX)
+        journal = self._readOrNone(JOURNAL)
+        if snapshot is None and journal is None:
+            self._create()
+        else:
+            oldValidity = max(self._validityOf(snapshot), self._validityOf(journal))
+            try:
+                if snapshot is None:
+                    raise IndexDamaged("journal without snapshot")
+                self._loadSnapshot(snapshot)
+                self._replay(journal)
+            except (IndexDamaged, ValueError, IndexError, KeyError):
+                self._rebuild(oldValidity)
+        self._loaded = True
+
+    def _readOrNone(self, name: str) -> bytes | None:
+        try:
+            return (self.folder / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _validityOf(snapshot: bytes | None) -> int:
+        """
+        @return: the UIDVALIDITY a (maybe damaged) snapshot or journal
+            names in its header, or 0.
+        """
+        if snapshot:
+            for field in snapshot.split(b"\n", 1)[0].split(b"\t"):
+                if field[:1] == b"V" and field[1:].isdigit():
+                    return int(field[1:])
+        return 0
+
+    def _create(self) -> None:
+        """
+        Index the folder for the first time, adopting Dovecot's UIDs.
+        """
+        adopted = readUIDList(self.folder)
+        self._reset(int(self._clock()))
+        self._letters = readKeywords(self.folder)
+        known: dict[str, int] = {}
+        if adopted is not None:
+            self.uidValidity, self.uidNext = adopted.uidValidity, adopted.uidNext
+            known = adopted.uids
+        self._build(known)
+
+    def _rebuild(self, oldValidity: int) -> None:
+        """
+        Index the folder afresh under a new UIDVALIDITY, never an old one.
+        """
+        adopted = readUIDList(self.folder)
+        floor = max(oldValidity, adopted.uidValidity if adopted else 0) + 1
+        self._reset(max(int(self._clock()), floor))
+        self._letters = readKeywords(self.folder)
+        self._build({})
+
+    def _build(self, known: dict[str, int]) -> None:
+        """
+        Index every file, giving those in C{known} their UID, then write
+        the snapshot and an empty journal.
+        """
+        fresh: list[tuple[float, str, str, str, int]] = []
+        for base, (sub, name) in scanMaildir(self.folder).items():
+            details = self._describe(sub, name)
+            if details is None:
+                continue
+            date, size = details
+            if base in known:
+                flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
+                entry = IndexEntry(known[base], 1, sub, name, date, size, flags)
+                self._entries[entry.uid] = self._byBase[base] = entry
+            else:
+                fresh.append((date, base, sub, name, size))
+        self.uidNext = max([self.uidNext, *(uid + 1 for uid in self._entries)])
+        self._entries = dict(sorted(self._entries.items()))
+        for date, base, sub, name, size in sorted(fresh):
+            flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
+            entry = IndexEntry(self.uidNext, 1, sub, name, date, size, flags)
+            self._entries[entry.uid] = self._byBase[base] = entry
+            self.uidNext += 1
+        self.firstRecent = self.uidNext
+        self._compact()
+
+    def _describe(self, sub: str, name: str) -> tuple[float, int] | None:
+        """
+        @return: a file's C{(internal date, size)}, from its name when it
+            says, else from C{stat}; C{None} if it is gone.
+        """
+        _, size, when = _parseName(name)
+        if size is None or when is None:
+            try:
+                st = os.stat(self.folder / sub / name)
+            except FileNotFoundError:
+                return None
+            size = st.st_size if size is None else size
+            when = st.st_mtime if when is None else when
+        return when, size
+
+    def _loadSnapshot(self, data: bytes) -> None:
+        body, _, tail = data.rstrip(b"\n").rpartition(b"\n")
+        if not tail.startswith(b"C\t") or tail[2:].decode() != crc(body + b"\n"):
+            raise IndexDamaged("snapshot checksum")
+        lines = body.decode("utf-8", "surrogateescape").split("\n")
+        header = lines[0].split("\t")
+        if header[:2] != ["mta-index", "1"]:
+            raise IndexDamaged("snapshot header")
+        values = {f[0]: int(f[1:]) for f in header[2:]}
+        self._reset(values["V"])
+        self.uidNext, self.highestModseq = values["N"], values["M"]
+        self.firstRecent, self._generation = values["R"], values["G"]
+        for line in lines[1:]:
+            fields = line.split("\t")
+            if fields[0] == "K":
+                self._letters = fields[1:]
+            elif fields[0] == "E":
+                self._vanished.append([int(f) for f in fields[1:4]])
+            else:
+                self._apply(fields)
+        self._snapshotSize = len(data)
+
+    def _replay(self, journal: bytes | None) -> None:
+        """
+        Apply the journal's good records; cut off a torn tail.
+        """
+        path = self.folder / JOURNAL
+        if journal is None:
+            self._openJournal(fresh=True)
+            return
+        if not journal.startswith(b"mta-journal\t1\tG"):
+            raise IndexDamaged("journal header")
+        head, _, rest = journal.partition(b"\n")
+        generation = int(head.split(b"\t")[2][1:])
+        if generation > self._generation:
+            raise IndexDamaged("journal newer than snapshot")
+        if generation < self._generation:
+            self._openJournal(fresh=True)
+            return
+        good = len(head) + 1
+        lines = rest.split(b"\n")
+        for i, line in enumerate(lines):
+            if i == len(lines) - 1:
+                break  # after the last newline: empty, or torn
+            check, _, record = line.partition(b"\t")
+            if check.decode("ascii", "replace") != crc(record):
+                if i < len(lines) - 2:
+                    raise IndexDamaged("bad journal record before good ones")
+                break
+            self._apply(record.decode("utf-8", "surrogateescape").split("\t"))
+            good += len(line) + 1
+        if good < len(journal):
+            os.truncate(path, good)
+            fsyncFile(path)
+        self._openJournal(fresh=False)
+        self._journalSize = good
+
+    def _openJournal(self, fresh: bool) -> None:
+        if self._journalFd >= 0:
+            os.close(self._journalFd)
+        path = self.folder / JOURNAL
+        if fresh:
+            header = f"mta-journal\t1\tG{self._generation}\tV{self.uidValidity}\n".encode()
+            writeDurably(path, header)
+            self._journalSize = len(header)
+        self._journalFd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def _compact(self) -> None:
+        """
+        Write the whole state as a new snapshot, then start an empty
+        journal of the next generation.
+        """
+        self._generation += 1
+        header = "\t".join(
+            ("mta-index", "1", f"V{self.uidValidity}", f"N{self.uidNext}",
+             f"M{self.highestModseq}", f"R{self.firstRecent}", f"G{self._generation}")
+        )  # fmt: skip
+        self._mergeVanished()
+        lines = [header, "\t".join(["K", *self._letters])]
+        lines += [f"E\t{a}\t{b}\t{m}" for a, b, m in self._vanished]
+        lines += [entry.record() for entry in self._entries.values()]
+        body = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+        data = body + f"C\t{crc(body)}\n".encode()
+        writeDurably(self.folder / INDEX, data)
+        self._snapshotSize = len(data)
+        self._openJournal(fresh=True)
+
+    def close(self) -> None:
+        """
+        Let go of the journal's descriptor; the next call loads afresh.
+        """
+        with self._lock:
+            if self._journalFd >= 0:
+                os.close(self._journalFd)
+            self._journalFd = -1
+            self._loaded = False
+
+    # The journal.
+
+    def _apply(self, fields: list[str]) -> None:
+        """
+        Apply one record to memory (live, or replaying the journal).
+        """
+        kind = fields[0]
+        if kind == "A":
+            uid, modseq = int(fields[1]), int(fields[2])
+            flags = frozenset(fields[7].split()) if fields[7] else frozenset()
+            entry = IndexEntry(
+                uid, modseq, fields[3], fields[4], float(fields[5]), int(fields[6]), flags
+            )
+            old = self._byBase.pop(entry.base, None)
+            if old is not None:
+                self._entries.pop(old.uid, None)
+            self._entries[uid] = self._byBase[entry.base] = entry
+            self.uidNext = max(self.uidNext, uid + 1)
+        elif kind == "F":
+            uid, modseq = int(fields[1]), int(fields[2])
+            entry = self._entries[uid]
+            entry.modseq, entry.sub, entry.name = modseq, fields[3], fields[4]
+            entry.flags = frozenset(fields[5].split()) if fields[5] else frozenset()
+        elif kind == "X":
+            modseq = int(fields[1])
+            self._forget(parseRanges(fields[2]), modseq)
+        elif kind == "R":
+            self.firstRecent = max(self.firstRecent, int(fields[1]))
+            return
+        else:
+            raise IndexDamaged(f"unknown record {kind!r}")
+        self.highestModseq = max(self.highestModseq, modseq)
+
+    def _forget(self, uids: list[int], modseq: int) -> None:
+        """
+        Drop expunged messages, remembering their UIDs for QRESYNC.
+
+        Ranges merge whenever no live message lies between them (the
+        merged range keeps the higher MODSEQ: a client may then hear of
+        an old expunge again, which RFC 7162 allows), so the list never
+        outgrows the folder.
+        """
+        for uid in uids:
+            entry = self._entries.pop(uid, None)
+            if entry is not None and self._byBase.get(entry.base) is entry:
+                del self._byBase[entry.base]
+        self._vanished.extend([uid, uid, modseq] for uid in uids)
+        self._vanishedMerged = False
+
+    def _mergeVanished(self) -> None:
+        """
+        Merge the expunged ranges (lazily: a journal replay expunges many
+        times, and merging each time would cost a pass over the folder).
+        """
+        if self._vanishedMerged:
+            return
+        ranges = sorted(self._vanished)
+        live = list(self._entries)  # ascending: entries are kept by UID
+        merged: list[list[int]] = []
+        for r in ranges:
+            if merged:
+                last = merged[-1]
+                between = bisect.bisect_right(live, last[1]) == bisect.bisect_left(live, r[0])
+                if r[0] <= last[1] + 1 or between:
+                    last[1] = max(last[1], r[1])
+                    last[2] = max(last[2], r[2])
+                    continue
+            merged.append(list(r))
+        self._vanished = merged
+        self._vanishedMerged = True
+
+    def _log(self, records: list[list[str]], durable: bool = True) -> None:
+        """
+        Journal C{records} (fsync'd when C{durable}), then apply them.
+        """
+        if not records:
+            return
+        lines = []
+        for fields in records:
+            record = "\t".join(fields).encode("utf-8", "surrogateescape")
+            lines.append(crc(record).encode() + b"\t" + record + b"\n")
+        data = b"".join(lines)
+        writeAll(self._journalFd, data)
+        if durable:
+            os.fsync(self._journalFd)
+        self._journalSize += len(data)
+        for fields in records:
+            self._apply(fields)
+        if self._journalSize > max(self.compactAt, self._snapshotSize):
+            self._compact()
+
+    def _nextModseq(self) -> str:
+        return str(self.highestModseq + 1)
+
+    # Reading.
+
+    def messages(self) -> list[MessageInfo]:
+        """
+        @return: every message, by ascending UID.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            return [entry.info() for entry in self._entries.values()]
+
+    def status(self) -> FolderStatus:
+        """
+        @return: the STATUS counts (as of the last sync).
+        """
+        with self._lock:
+            self._ensureLoaded()
+            entries = self._entries.values()
+            return FolderStatus(
+                messages=len(self._entries),
+                recent=sum(1 for e in entries if e.uid >= self.firstRecent),
+                uidNext=self.uidNext,
+                uidValidity=self.uidValidity,
+                unseen=sum(1 for e in entries if "\\Seen" not in e.flags),
+                highestModseq=self.highestModseq,
+                size=sum(e.size for e in entries),
+            )
+
+    def body(self, uid: int) -> MessageBody:
+        """
+        @return: where the message's bytes are (a path and size).  Read it
+            promptly: a flag change renames the file.
+        @raise KeyError: no such message.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            entry = self._entries[uid]
+            return MessageBody(str(self.folder / entry.sub / entry.name), 0, entry.size)
+
+    def changedSince(self, modseq: int) -> list[MessageInfo]:
+        """
+        @return: the messages whose MODSEQ is above C{modseq}, by UID.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            return [e.info() for e in self._entries.values() if e.modseq > modseq]
+
+    def vanishedSince(self, modseq: int) -> list[tuple[int, int]]:
+        """
+        @return: ranges C{(first, last)} of UIDs expunged after C{modseq}
+            (maybe more: see L{_forget}); no live UID is in any of them.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            self._mergeVanished()
+            return [(a, b) for a, b, m in self._vanished if m > modseq]
+
+    def claimRecent(self) -> list[int]:
+        """
+        Take the \\Recent messages for the calling session: no other
+        session gets them.
+
+        @return: their UIDs.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            recent = [uid for uid in self._entries if uid >= self.firstRecent]
+            if self.firstRecent < self.uidNext:
+                self._log([["R", str(self.uidNext)]], durable=False)
+            return recent
+
+    # Changing.
+
+    def sync(self, takeNew: bool = False) -> SyncResult:
+        """
+        Bring the index in step with the files: new files get UIDs, gone
+        ones are expunged, renamed ones (flags changed by another Maildir
+        tool) get their new flags.
+
+        @param takeNew: also move C{new/} files into C{cur/}.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            found = scanMaildir(self.folder)
+            if takeNew:
+                found = self._takeNew(found)
+            modseq = self._nextModseq()
+            records: list[list[str]] = []
+            changed: list[int] = []
+            gone = [e.uid for b, e in self._byBase.items() if b not in found]
+            for base, (sub, name) in found.items():
+                entry = self._byBase.get(base)
+                if entry is None or (entry.sub == sub and entry.name == name):
+                    continue
+                flags = self._flagsAfterRename(entry, name)
+                if flags != entry.flags:
+                    changed.append(entry.uid)
+                record = [
+                    "F",
+                    str(entry.uid),
+                    modseq if flags != entry.flags else str(entry.modseq),
+                ]
+                records.append([*record, sub, name, " ".join(sorted(flags))])
+            added = self._addRecords(found, modseq, records)
+            if gone:
+                records.append(["X", modseq, uidRanges(gone)])
+            self._log(records, durable=bool(added or gone or changed))
+            return SyncResult(tuple(added), tuple(sorted(gone)), tuple(changed), self.highestModseq)
+
+    def _takeNew(self, found: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        """
+        Move every C{new/} file to C{cur/} (no fsync: a move lost in a
+        crash only leaves the file in C{new/}, under the same base name).
+        """
+        for base, (sub, name) in list(found.items()):
+            if sub != "new":
+                continue
+            entry = self._byBase.get(base)
+            info = infoFor(entry.flags, "", self._letters) if entry else name.partition(INFO)[2]
+            target = base + INFO + info
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.folder / "new" / name, self.folder / "cur" / target)
+                found[base] = ("cur", target)
+        return found
+
+    def _flagsAfterRename(self, entry: IndexEntry, name: str) -> frozenset[str]:
+        """
+        @return: an entry's flags once its file is called C{name}: system
+            flags and lettered keywords from the name, other keywords kept.
+        """
+        fromName = flagsFromInfo(name.partition(INFO)[2], self._letters)
+        if entry.sub == "new" and INFO not in name:
+            return entry.flags
+        lettered = set(self._letters)
+        kept = {f for f in entry.flags if not f.startswith("\\") and f not in lettered}
+        return fromName | kept
+
+    def _addRecords(
+        self, found: dict[str, tuple[str, str]], modseq: str, records: list[list[str]]
+    ) -> list[int]:
+        """
+        Add an C{A} record for every file the index does not know, in
+        delivery order.
+
+        @return: the UIDs given.
+        """
+        fresh: list[tuple[float, str, str, str, int]] = []
+        for base, (sub, name) in found.items():
+            if base not in self._byBase:
+                details = self._describe(sub, name)
+                if details is not None:
+                    fresh.append((details[0], base, sub, name, details[1]))
+        added: list[int] = []
+        for date, _, sub, name, size in sorted(fresh):
+            uid = self.uidNext + len(added)
+            flags = " ".join(sorted(flagsFromInfo(name.partition(INFO)[2], self._letters)))
+            records.append(["A", str(uid), modseq, sub, name, repr(date), str(size), flags])
+            added.append(uid)
+        return added
+
+    def setFlags(
+        self,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        unchangedSince: int | None = None,
+    ) -> tuple[list[MessageInfo], list[int]]:
+        """
+        Change flags (IMAP STORE), renaming the files to match.
+
+        @param unchangedSince: RFC 7162 UNCHANGEDSINCE: leave alone the
+            messages whose MODSEQ is above it.
+        @return: C{(changed, failed)}: the messages whose flags changed,
+            with their new flags and MODSEQ, and the UIDs that failed the
+            UNCHANGEDSINCE test.  Unknown UIDs are ignored.
+        """
+        wanted = frozenset(flags)
+        with self._lock:
+            self._ensureLoaded()
+            modseq = self._nextModseq()
+            failed: list[int] = []
+            records: list[list[str]] = []
+            renamed: set[str] = set()
+            for uid in sorted(set(uids)):
+                entry = self._entries.get(uid)
+                if entry is None:
+                    continue
+                if unchangedSince is not None and entry.modseq > unchangedSince:
+                    failed.append(uid)
+                    continue
+                new = self._combine(entry.flags, mode, wanted)
+                if new == entry.flags:
+                    continue
+                place = self._renameFor(entry, new)
+                if place is None:
+                    continue  # gone meanwhile: the next sync expunges it
+                sub, name = place
+                if name != entry.name:
+                    renamed.add(sub)
+                records.append(["F", str(uid), modseq, sub, name, " ".join(sorted(new))])
+            for sub in renamed:
+                fsyncDirectory(self.folder / sub)
+            self._log(records)
+            return [self._entries[int(r[1])].info() for r in records], failed
+
+    @staticmethod
+    def _combine(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
+        if mode == "add":
+            return old | flags
+        if mode == "remove":
+            return old - flags
+        return flags
+
+    def _renameFor(self, entry: IndexEntry, flags: frozenset[str]) -> tuple[str, str] | None:
+        """
+        Rename a message's file so its info part says C{flags}.
+
+        @return: its C{(sub, name)} now; C{None} if it is gone.
+        """
+        oldInfo = entry.name.partition(INFO)[2]
+        # Leave new/ alone (readers look for flags only in cur/) unless
+        # there is something to say.
+        if entry.sub == "new" and INFO not in entry.name and not infoFor(flags, "", self._letters):
+            return entry.sub, entry.name
+        name = entry.base + INFO + infoFor(flags, oldInfo, self._letters)
+        sub = "cur"
+        if (entry.sub, entry.name) != (sub, name):
+            try:
+                os.rename(self.folder / entry.sub / entry.name, self.folder / sub / name)
+            except FileNotFoundError:
+                return None
+        return sub, name
+
+    def expunge(self, uids: Iterable[int]) -> list[int]:
+        """
+        Remove messages for good: unlink, fsync, then journal.
+
+        @return: the UIDs expunged, ascending.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            done = sorted(uid for uid in set(uids) if uid in self._entries)
+            dirs: set[str] = set()
+            for uid in done:
+                entry = self._entries[uid]
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.folder / entry.sub / entry.name)
+                dirs.add(entry.sub)
+            for sub in dirs:
+                fsyncDirectory(self.folder / sub)
+            if done:
+                self._log([["X", self._nextModseq(), uidRanges(done)]])
+            return done
+
+    def append(
+        self,
+        data: bytes | MessageBody,
+        flags: Iterable[str] = (),
+        internalDate: float | None = None,
+    ) -> int:
+        """
+        Add a message (IMAP APPEND): C{tmp/}, fsync, C{cur/}, fsync, journal.
+
+        @param internalDate: set as the file's mtime; now when C{None}.
+        @return: its UID.
+        """
+        body = data if isinstance(data, MessageBody) else MessageBody("", 0, len(data), data)
+        with self._lock:
+            self._ensureLoaded()
+            base = uniqueBase(body.size)
+            tmp = self.folder / "tmp" / base
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+            try:
+                for chunk in body.chunksSync():
+                    writeAll(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            when = self._clock() if internalDate is None else internalDate
+            os.utime(tmp, (when, when))
+            return self._adopt([(tmp, frozenset(flags), when, body.size)])[0]
+
+    def _adopt(self, files: list[tuple[Path, frozenset[str], float, int]]) -> list[int]:
+        """
+        Journal files that are synced into this folder (lock held): those
+        in C{tmp/} are renamed into C{cur/} first, those already in C{cur/}
+        (a move) stay.
+
+        @param files: C{(current path, flags, date, size)} each.
+        @return: their UIDs.
+        """
+        modseq = self._nextModseq()
+        records: list[list[str]] = []
+        for path, flags, date, size in files:
+            name = path.name
+            if path.parent.name == "tmp":
+                name = name + INFO + infoFor(flags, "", self._letters)
+                os.rename(path, self.folder / "cur" / name)
+            uid = str(self.uidNext + len(records))
+            flagText = " ".join(sorted(flags))
+            records.append(["A", uid, modseq, "cur", name, repr(date), str(size), flagText])
+        if records:
+            fsyncDirectory(self.folder / "cur")
+            self._log(records)
+        return [int(r[1]) for r in records]
+
+    def copy(self, uids: Iterable[int], dest: FolderIndex) -> dict[int, int]:
+        """
+        Copy messages into another folder (hard links where possible).
+
+        @return: source UID to new UID in C{dest} (UIDPLUS COPYUID).
+        """
+        return self._transfer(uids, dest, move=False)
+
+    def move(self, uids: Iterable[int], dest: FolderIndex) -> dict[int, int]:
+        """
+        Move messages into another folder (RFC 6851): rename, then
+        journal in C{dest}, then expunge here.
+
+        @return: source UID to new UID in C{dest}.
+        """
+        return self._transfer(uids, dest, move=True)
+
+    def _transfer(self, uids: Iterable[int], dest: FolderIndex, move: bool) -> dict[int, int]:
+        if dest is self:
+            raise ValueError("copy or move into the same folder")
+        first, second = sorted((self, dest), key=lambda index: str(index.folder))
+        with first._lock, second._lock:
+            self._ensureLoaded()
+            dest._ensureLoaded()
+            chosen = sorted(uid for uid in set(uids) if uid in self._entries)
+            files: list[tuple[Path, frozenset[str], float, int]] = []
+            sources: list[int] = []
+            for uid in chosen:
+                entry = self._entries[uid]
+                path = self._placeInto(entry, dest, move)
+                if path is not None:
+                    files.append((path, entry.flags, entry.date, entry.size))
+                    sources.append(uid)
+            if move:
+                for sub in ("new", "cur"):
+                    fsyncDirectory(self.folder / sub)
+            given = dest._adopt(files)
+            if move:
+                self._log([["X", self._nextModseq(), uidRanges(sources)]] if sources else [])
+            return dict(zip(sources, given, strict=True))
+
+    def _placeInto(self, entry: IndexEntry, dest: FolderIndex, move: bool) -> Path | None:
+        """
+        Put a message into C{dest} under a fresh base name: a move renames
+        it straight into C{dest}'s C{cur/} (never through C{tmp/}, where a
+        crash would hide it); a copy hard links it (else copies and fsyncs
+        it) into C{dest}'s C{tmp/}.
+
+        @return: where it is, or C{None} if it is gone.
+        """
+        source = self.folder / entry.sub / entry.name
+        base = uniqueBase(entry.size)
+        try:
+            if move:
+                info = infoFor(entry.flags, entry.name.partition(INFO)[2], dest._letters)
+                target = dest.folder / "cur" / (base + INFO + info)
+                os.rename(source, target)
+                return target
+            target = dest.folder / "tmp" / base
+            try:
+                os.link(source, target)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                shutil.copyfile(source, target)
+                fsyncFile(target)
+        except FileNotFoundError:
+            return None
+        return target
+
+
+__all__ = [
+    "FlagMode",
+    "FolderIndex",
+    "FolderStatus",
+    "IndexDamaged",
+    "MessageInfo",
+    "SyncResult",
+]

@@ -1,0 +1,300 @@
+# -*- test-case-name: tests.test_index -*-
+"""
+The pieces of the IMAP index (L{mta.store.index}) that are about names
+and bytes rather than state: the values it answers with, how flags are
+written in Maildir file names, and the helpers that read and write its
+files.
+
+Maildir names: C{<base>:2,<info>}, where the base (the part before
+C{:2,}) never changes and is the POP3 UIDL, and the info holds one letter
+per flag, sorted: C{D F R S T} for \\Draft \\Flagged \\Answered \\Seen
+\\Deleted, C{P} (passed, no IMAP meaning: kept as found) and Dovecot's
+keyword letters C{a}-C{z} (see L{mta.store.dovecot}).
+
+On disk, two files:
+
+  - C{mta-index}, the snapshot, written whole (temp file, fsync, rename,
+    fsync of the folder)::
+
+        mta-index<TAB>1<TAB>V<uidvalidity><TAB>N<uidnext><TAB>M<highestmodseq>
+            <TAB>R<first recent uid><TAB>G<generation>
+        K<TAB><keyword of letter a><TAB><keyword of b>...
+        E<TAB><first uid><TAB><last uid><TAB><modseq>     (expunged ranges)
+        A<TAB><uid><TAB><modseq><TAB><new|cur><TAB><file name><TAB><date>
+            <TAB><size><TAB><flags, space separated>   (one per message)
+        C<TAB><CRC-32 of every byte above, hex>
+
+  - C{mta-index.log}, the journal: a header C{mta-journal<TAB>1<TAB>G<n><TAB>V<uidvalidity>}
+    then one record per line, C{<CRC-32 hex><TAB><record>}, where a record
+    is an C{A} line as above, C{F<TAB>uid<TAB>modseq<TAB>sub<TAB>name<TAB>
+    flags} (flags or file name changed), C{X<TAB>modseq<TAB>uid,uid...}
+    (expunged) or C{R<TAB>uid} (first recent UID).  It is replayed on the
+    snapshot of the same generation; a journal of an older generation is
+    already in the snapshot (a crash between the two renames of a
+    compaction) and is dropped.
+
+Blocking helpers; call them on a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mta.fileutil import fsyncDirectory, writeAll
+from mta.store.dovecot import KEYWORD_LETTERS
+from mta.store.maildir import _hostPart
+
+INDEX = "mta-index"
+JOURNAL = "mta-index.log"
+
+#: IMAP system flag to Maildir info letter.
+FLAG_LETTERS = {
+    "\\Draft": "D",
+    "\\Flagged": "F",
+    "\\Answered": "R",
+    "\\Seen": "S",
+    "\\Deleted": "T",
+}
+_LETTER_FLAGS = {letter: flag for flag, letter in FLAG_LETTERS.items()}
+INFO = ":2,"
+FILE_MODE = 0o600
+
+#: How a flag change applies: replace the flags, add to them, remove from them.
+FlagMode = Literal["replace", "add", "remove"]
+
+
+class IndexDamaged(Exception):
+    """
+    The index files cannot be trusted; the folder is re-indexed.
+    """
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """
+    One message as the index knows it.
+
+    @ivar uid: its IMAP UID.
+    @ivar flags: system flags (C{\\Seen}...) and keywords.
+    @ivar modseq: its RFC 7162 modification sequence.
+    @ivar internalDate: POSIX time of delivery.
+    @ivar size: exact size in octets.
+    @ivar base: its Maildir base name (the POP3 UIDL).
+    """
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    internalDate: float
+    size: int
+    base: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """
+    What changed in one operation on a folder.
+
+    @ivar added: UIDs of new messages, ascending.
+    @ivar expunged: UIDs gone, ascending.
+    @ivar changed: UIDs whose flags changed.
+    @ivar highestModseq: the folder's HIGHESTMODSEQ afterwards.
+    """
+
+    added: tuple[int, ...] = ()
+    expunged: tuple[int, ...] = ()
+    changed: tuple[int, ...] = ()
+    highestModseq: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.expunged or self.changed)
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """
+    The counts IMAP STATUS reports.
+    """
+
+    messages: int
+    recent: int
+    uidNext: int
+    uidValidity: int
+    unseen: int
+    highestModseq: int
+    size: int
+
+
+class IndexEntry:
+    """
+    One message's mutable record.
+    """
+
+    __slots__ = ("date", "flags", "modseq", "name", "size", "sub", "uid")
+
+    def __init__(
+        self,
+        uid: int,
+        modseq: int,
+        sub: str,
+        name: str,
+        date: float,
+        size: int,
+        flags: frozenset[str],
+    ) -> None:
+        self.uid, self.modseq, self.sub, self.name = uid, modseq, sub, name
+        self.date, self.size, self.flags = date, size, flags
+
+    @property
+    def base(self) -> str:
+        return self.name.split(INFO, 1)[0]
+
+    def info(self) -> MessageInfo:
+        return MessageInfo(self.uid, self.flags, self.modseq, self.date, self.size, self.base)
+
+    def record(self) -> str:
+        return "\t".join(
+            ("A", str(self.uid), str(self.modseq), self.sub, self.name, repr(self.date),
+             str(self.size), " ".join(sorted(self.flags)))
+        )  # fmt: skip
+
+
+def crc(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def uidRanges(uids: Iterable[int]) -> str:
+    """
+    @return: C{uids} as an IMAP-style set, C{1:3,7}.
+    """
+    parts: list[str] = []
+    ordered = sorted(uids)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def parseRanges(text: str) -> list[int]:
+    uids: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.partition(":")
+        uids.extend(range(int(first), int(last or first) + 1))
+    return uids
+
+
+def flagsFromInfo(info: str, letters: Sequence[str]) -> frozenset[str]:
+    """
+    @param letters: the keyword of each lower-case letter.
+    @return: the flags a Maildir info part (after C{:2,}) stands for.
+    """
+    flags = {_LETTER_FLAGS[c] for c in info if c in _LETTER_FLAGS}
+    for c in info:
+        i = KEYWORD_LETTERS.find(c)
+        if 0 <= i < len(letters) and letters[i]:
+            flags.add(letters[i])
+    return frozenset(flags)
+
+
+def infoFor(flags: frozenset[str], oldInfo: str, letters: Sequence[str]) -> str:
+    """
+    @return: the info part for C{flags}, keeping letters we do not own
+        (such as C{P}, passed) from C{oldInfo}.
+    """
+    owned = set(FLAG_LETTERS.values()) | set(KEYWORD_LETTERS[: len(letters)])
+    chars = {c for c in oldInfo if c not in owned and c.isalpha()}
+    chars |= {FLAG_LETTERS[f] for f in flags if f in FLAG_LETTERS}
+    chars |= {KEYWORD_LETTERS[i] for i, k in enumerate(letters) if k and k in flags}
+    return "".join(sorted(chars))
+
+
+def fsyncFile(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def writeDurably(path: Path, data: bytes) -> None:
+    """
+    Replace C{path} with C{data} atomically and durably.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        writeAll(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    fsyncDirectory(path.parent)
+
+
+def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
+    """
+    @return: base name to C{(sub, file name)} for every message file;
+        C{cur/} wins over C{new/} while another reader moves a file.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for sub in ("new", "cur"):
+        try:
+            with os.scandir(folder / sub) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if name[0] != "." and "\t" not in name and "\n" not in name:
+                        found[name.split(INFO, 1)[0]] = (sub, name)
+        except FileNotFoundError:
+            continue
+    return found
+
+
+_uniqueCounter = iter(range(1, 1 << 62))
+_uniqueLock = threading.Lock()
+
+
+def uniqueBase(size: int) -> str:
+    """
+    @return: a fresh Maildir base name for a message of C{size} octets,
+        C{<sec>.M<usec>P<pid>A<n>.<host>,S=<size>} (C{A}: made by the
+        index, so it never meets the names local delivery makes).
+    """
+    with _uniqueLock:
+        count = next(_uniqueCounter)
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return f"{seconds}.M{nanos // 1000}P{os.getpid()}A{count}.{_hostPart()},S={size}"
+
+
+__all__ = [
+    "FILE_MODE",
+    "FLAG_LETTERS",
+    "INDEX",
+    "INFO",
+    "JOURNAL",
+    "FlagMode",
+    "FolderStatus",
+    "IndexDamaged",
+    "IndexEntry",
+    "MessageInfo",
+    "SyncResult",
+    "crc",
+    "flagsFromInfo",
+    "fsyncFile",
+    "infoFor",
+    "parseRanges",
+    "scanMaildir",
+    "uidRanges",
+    "uniqueBase",
+    "writeDurably",
+]
