@@ -28,6 +28,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mta.delivery.bounce import RelayedReply
@@ -55,6 +56,7 @@ IDLE_REUSE = 5.0
 MAX_TRANSACTIONS = 100
 
 S451_NO_HOST = "4.4.1 No mail host of {domain} could be reached; last: {last}"
+S451_INTERNAL = "4.3.0 Internal error during delivery"
 
 #: Makes a connection and sets the session up: C{connect(host, ip, port,
 #: policy)} fires with a ready client or fails with L{ConnectionFailed}.
@@ -174,7 +176,22 @@ class RelayDelivery(Service):
             self._deliverDomain, domain, envelope, recipients, data
         )
         d.addBoth(self._forgetLimit, domain, limit)
+        # An error in one domain's delivery must neither be lost (with
+        # several domains the results are merged) nor cost the others.
+        d.addErrback(self._internalError, domain, envelope, recipients)
         return d
+
+    def _internalError(
+        self, failure: Failure, domain: str, envelope: Envelope, recipients: list[Recipient]
+    ) -> dict[Recipient, Reply]:
+        _log.failure(
+            "relay: id={id} domain={domain} delivery raised",
+            failure,
+            id=envelope.queueId,
+            domain=domain,
+        )
+        reply = Reply(451, S451_INTERNAL)
+        return {r: reply for r in recipients}
 
     def _forgetLimit(self, result: Any, domain: str, limit: DeferredSemaphore) -> Any:
         if limit.tokens == limit.limit and not limit.waiting:
