@@ -397,6 +397,15 @@ class RelayDeliveryTests(SynchronousTestCase):
         self.assertEqual(self.resolver.queries, [("A/AAAA", "relay.isp.test")])
         self.assertEqual(reply.code, 250)
 
+    def test_smarthostNotFoundIsTemporary(self) -> None:
+        """A smarthost name that does not resolve keeps the mail queued (4.4.3), never bounces it."""
+        self.relay = self.makeRelay(Smarthost("typo.isp.test", 25))
+        [reply] = self.deliver(envelope("a@one.test")).values()
+        self.assertEqual(reply.code, 451)
+        self.assertIn("4.4.3", reply.text)
+        self.assertIn("typo.isp.test", reply.text)
+        self.assertEqual(self.connect.calls, [])
+
     def test_perDomainLimit(self) -> None:
         """At most perDomain deliveries to one domain run at once; the rest wait their turn."""
         relay = RelayDelivery(

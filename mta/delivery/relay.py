@@ -57,6 +57,7 @@ MAX_TRANSACTIONS = 100
 
 S451_NO_HOST = "4.4.1 No mail host of {domain} could be reached; last: {last}"
 S451_INTERNAL = "4.3.0 Internal error during delivery"
+S451_SMARTHOST = "4.4.3 smarthost {name} not found: {reply}"
 
 #: Makes a connection and sets the session up: C{connect(host, ip, port,
 #: policy)} fires with a ready client or fails with L{ConnectionFailed}.
@@ -251,6 +252,7 @@ class RelayDelivery(Service):
         if self._smarthost is None:
             return self._finder.findHosts(domain)
         d = self._finder.hostPlan(self._smarthost.host)
+        d.addErrback(_smarthostNotFound, self._smarthost.host)
         return d.addCallback(_asSmarthost, domain)
 
     @inlineCallbacks
@@ -385,6 +387,20 @@ def _remoteReply(reply: Reply, remote: str, detail: str, dsnPassed: bool) -> Rep
 
 def _tooMany(reply: Reply | None) -> bool:
     return reply is not None and reply.code == 452
+
+
+def _smarthostNotFound(failure: Failure, name: str) -> HostPlan:
+    """
+    A smarthost that cannot be found is the administrator's to fix: keep
+    the mail (a temporary reply) rather than bounce it as if the
+    recipient's domain did not exist.
+    """
+    failure.trap(NoRoute)
+    error = failure.value
+    assert isinstance(error, NoRoute)
+    if error.reply.isPermanent:
+        raise NoRoute(Reply(451, S451_SMARTHOST.format(name=name, reply=error.reply)), error.notes)
+    raise error
 
 
 def _asSmarthost(plan: HostPlan, domain: str) -> HostPlan:
