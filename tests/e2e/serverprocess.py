@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,7 +76,7 @@ class ServerProcess:
             self.ports = {
                 m.group(1): int(m.group(2)) for m in _LISTENING.finditer(self.log.read_text())
             }
-            if "smtp:0" in self.ports:
+            if self._expected() <= set(self.ports):
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -83,6 +84,16 @@ class ServerProcess:
                 )
             time.sleep(0.05)
         raise RuntimeError("mta did not start listening in time")
+
+    def _expected(self) -> set[str]:
+        """
+        @return: the listener names (C{smtp:0}, ...) the config asks for.
+        """
+        with self.config.open("rb") as f:
+            listen = tomllib.load(f).get("listen", {})
+        return {
+            f"{name}:{i}" for name, descriptions in listen.items() for i in range(len(descriptions))
+        }
 
     def kill(self) -> None:
         """
