@@ -70,9 +70,11 @@ from mta.store.indexformat import (
     IndexEntry,
     MessageInfo,
     SyncResult,
+    combineFlags,
     crc,
     flagsFromInfo,
     fsyncFile,
+    headerValidity,
     infoFor,
     parseRanges,
     scanMaildir,
@@ -129,7 +131,7 @@ class FolderIndex:
         if snapshot is None and journal is None:
             self._create()
         else:
-            oldValidity = max(self._validityOf(snapshot), self._validityOf(journal))
+            oldValidity = max(headerValidity(snapshot), headerValidity(journal))
             try:
                 if snapshot is None:
                     raise IndexDamaged("journal without snapshot")
@@ -145,18 +147,6 @@ class FolderIndex:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def _validityOf(snapshot: bytes | None) -> int:
-        """
-        @return: the UIDVALIDITY a (maybe damaged) snapshot or journal
-            names in its header, or 0.
-        """
-        if snapshot:
-            for field in snapshot.split(b"\n", 1)[0].split(b"\t"):
-                if field[:1] == b"V" and field[1:].isdigit():
-                    return int(field[1:])
-        return 0
-
     def _create(self) -> None:
         """
         Index the folder for the first time, adopting Dovecot's UIDs.
@@ -168,7 +158,9 @@ class FolderIndex:
         if adopted is not None:
             self.uidValidity, self.uidNext = adopted.uidValidity, adopted.uidNext
             known = adopted.uids
-        self._build(known)
+        # A folder indexed for the first time: its messages are all new to
+        # IMAP, hence \\Recent; an adopted one's were seen by Dovecot.
+        self._build(known, recent=adopted is None)
 
     def _rebuild(self, oldValidity: int) -> None:
         """
@@ -178,9 +170,9 @@ class FolderIndex:
         floor = max(oldValidity, adopted.uidValidity if adopted else 0) + 1
         self._reset(max(int(self._clock()), floor))
         self._letters = readKeywords(self.folder)
-        self._build({})
+        self._build({}, recent=False)
 
-    def _build(self, known: dict[str, int]) -> None:
+    def _build(self, known: dict[str, int], recent: bool) -> None:
         """
         Index every file, giving those in C{known} their UID, then write
         the snapshot and an empty journal.
@@ -204,7 +196,7 @@ class FolderIndex:
             entry = IndexEntry(self.uidNext, 1, sub, name, date, size, flags)
             self._entries[entry.uid] = self._byBase[base] = entry
             self.uidNext += 1
-        self.firstRecent = self.uidNext
+        self.firstRecent = 1 if recent else self.uidNext
         self._compact()
 
     def _describe(self, sub: str, name: str) -> tuple[float, int] | None:
@@ -602,7 +594,7 @@ class FolderIndex:
                 if unchangedSince is not None and entry.modseq > unchangedSince:
                     failed.append(uid)
                     continue
-                new = self._combine(entry.flags, mode, wanted)
+                new = combineFlags(entry.flags, mode, wanted)
                 if new == entry.flags:
                     continue
                 place = self._renameFor(entry, new)
@@ -616,14 +608,6 @@ class FolderIndex:
                 fsyncDirectory(self.folder / sub)
             self._log(records)
             return [self._entries[int(r[1])].info() for r in records], failed
-
-    @staticmethod
-    def _combine(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
-        if mode == "add":
-            return old | flags
-        if mode == "remove":
-            return old - flags
-        return flags
 
     def _renameFor(self, entry: IndexEntry, flags: frozenset[str]) -> tuple[str, str] | None:
         """

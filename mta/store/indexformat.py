@@ -166,6 +166,29 @@ class IndexEntry:
         )  # fmt: skip
 
 
+def combineFlags(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
+    """
+    @return: a message's flags after a STORE of C{flags} in C{mode}.
+    """
+    if mode == "add":
+        return old | flags
+    if mode == "remove":
+        return old - flags
+    return flags
+
+
+def headerValidity(data: bytes | None) -> int:
+    """
+    @return: the UIDVALIDITY a (maybe damaged) snapshot or journal names
+        in its first line, or 0.
+    """
+    if data:
+        for field in data.split(b"\n", 1)[0].split(b"\t"):
+            if field[:1] == b"V" and field[1:].isdigit():
+                return int(field[1:])
+    return 0
+
+
 def crc(data: bytes) -> str:
     return f"{zlib.crc32(data):08x}"
 
@@ -288,9 +311,11 @@ __all__ = [
     "IndexEntry",
     "MessageInfo",
     "SyncResult",
+    "combineFlags",
     "crc",
     "flagsFromInfo",
     "fsyncFile",
+    "headerValidity",
     "infoFor",
     "parseRanges",
     "scanMaildir",

@@ -34,7 +34,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -286,9 +286,16 @@ class MaildirMailbox:
     @ivar path: the folder's maildir (holding C{cur/ new/ tmp/}).
     """
 
-    def __init__(self, path: Path, runner: IBlockingRunner) -> None:
+    def __init__(
+        self, path: Path, runner: IBlockingRunner, onDelete: Callable[[], None] | None = None
+    ) -> None:
+        """
+        @param onDelete: called on the reactor thread after a deletion (the
+            IMAP store then tells its sessions).
+        """
         self.path = path
         self._runner = runner
+        self._onDelete = onDelete
         # uid -> current path, refreshed by every listing; a message that
         # moved since is found again by _locate.
         self._index: dict[str, str] = {}
@@ -309,7 +316,11 @@ class MaildirMailbox:
         """
         See L{IMailbox.deleteMessages}.
         """
-        return self._runner.run(self._delete, list(uids))
+        d = self._runner.run(self._delete, list(uids))
+        if self._onDelete is not None:
+            onDelete = self._onDelete
+            d.addBoth(lambda result: (onDelete(), result)[1])
+        return d
 
     def _list(self) -> list[StoredMessage]:
         """
@@ -396,7 +407,13 @@ class MaildirStore:
     Every user's mail as Maildir++ under one root; see the module docstring.
 
     @ivar mailRoot: the root, C{<data_dir>/mail}.
+    @ivar onChange: called as C{onChange(user, folder)} on the reactor
+        thread after a delivery into a folder or a deletion from it, so
+        that the IMAP store can tell the sessions that have it selected;
+        C{None} for nobody.
     """
+
+    onChange: Callable[[str, str], None] | None = None
 
     def __init__(
         self,
@@ -441,7 +458,16 @@ class MaildirStore:
         @return: the new message's uid, once it is fsync'd into C{new/}.
         @raise ValueError: (in the Deferred) unsafe address or folder name.
         """
-        return self._deliveries.submit((user, body, prefix, folder))
+        d = self._deliveries.submit((user, body, prefix, folder))
+        if self.onChange is not None:
+            onChange = self.onChange
+
+            def delivered(uid: str) -> str:
+                onChange(user, folder)
+                return uid
+
+            d.addCallback(delivered)
+        return d
 
     def openMailbox(self, user: str, folder: str = INBOX) -> Deferred[IMailbox]:
         """
@@ -451,7 +477,10 @@ class MaildirStore:
         """
 
         def opened(path: Path) -> IMailbox:
-            return MaildirMailbox(path, self._runner)
+            onChange = self.onChange
+            if onChange is None:
+                return MaildirMailbox(path, self._runner)
+            return MaildirMailbox(path, self._runner, lambda: onChange(user, folder))
 
         return self._runner.run(self._ensureFolder, user, folder).addCallback(opened)
 
