@@ -90,7 +90,9 @@ class FolderIndex:
     The index of one Maildir folder; see the module docstring.
 
     Loaded on first use.  Every public method is blocking and
-    thread-safe.
+    thread-safe.  The attributes C{uidValidity}, C{uidNext},
+    C{highestModseq} and C{firstRecent} are meaningful once a method has
+    been called (the load is lazy).
 
     @ivar folder: the Maildir (holding C{cur/ new/ tmp/}).
     """
