@@ -247,7 +247,7 @@ class PeerTests(TestCase):
     @inlineCallbacks
     def test_delayWarningThenExpiry(self) -> Any:
         """A peer always saying 451 gets one delay warning, then a 4.4.7 failure at expiry."""
-        peer = yield self.startPeer(max_lifetime=3.0, delay_warning=2.0)
+        peer = yield self.startPeer(max_lifetime=4.0, delay_warning=2.0)
         peer.script = lambda s, verb, arg: "451 4.3.2 not now" if verb == "RCPT" else None
         yield self.submit(["bob@peer.test"], b"Subject: slow\r\n\r\nx\r\n")
         delay, failure = yield self.reports(2, timeout=15)
