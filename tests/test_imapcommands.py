@@ -175,6 +175,12 @@ GOOD: list[tuple[bytes, str, bool, Arguments]] = [
     (b"a1 APPEND x () {1+}\r\nm", "APPEND", False, Append("x", (), None, b"m")),
     (b"a1 SEARCH ALL", "SEARCH", False, Search(And(()))),
     (
+        b"a1 SEARCH FROM {5+}\r\nj\xc3\xb6rg",
+        "SEARCH",
+        False,
+        Search(HeaderKey("From", "j\u00f6rg")),
+    ),
+    (
         b"a1 SEARCH CHARSET utf-8 SUBJECT {6+}\r\ngr\xc3\xbc\xc3\x9f",
         "SEARCH",
         False,

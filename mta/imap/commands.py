@@ -197,14 +197,16 @@ class Search:
     """
     C{SEARCH [RETURN (...)] [CHARSET c] keys}.
 
-    @ivar charset: C{"UTF-8"} or C{"US-ASCII"} (the default).
+    @ivar charset: C{"UTF-8"} or C{"US-ASCII"} as given, or C{None} without
+        C{CHARSET}; strings are then read as UTF-8 (a superset of the
+        US-ASCII default), since clients send UTF-8 regardless.
     @ivar returnOptions: C{None} for a plain SEARCH (C{* SEARCH} answer);
         for ESEARCH (RFC 4731) the options, with C{RETURN ()} given as
         C{("ALL",)}.
     """
 
     criteria: SearchKey
-    charset: str = "US-ASCII"
+    charset: str | None = None
     returnOptions: tuple[str, ...] | None = None
 
 
@@ -533,7 +535,7 @@ def _search(c: Cursor, name: str, uid: bool) -> Arguments:
     C{SEARCH [RETURN (options)] [CHARSET charset] keys}.
     """
     returns = None
-    charset = "US-ASCII"
+    charset = None
     if c.accept(b"RETURN "):
         options: list[str] = []
         for _ in c.listItems():
@@ -546,7 +548,7 @@ def _search(c: Cursor, name: str, uid: bool) -> Arguments:
     if c.accept(b"CHARSET "):
         charset = readCharset(c)
         c.sp()
-    return Search(readSearchKeys(c, charset), charset, returns)
+    return Search(readSearchKeys(c, charset or "UTF-8"), charset, returns)
 
 
 def _sort(c: Cursor, name: str, uid: bool) -> Arguments:
