@@ -436,6 +436,7 @@ BAD: list[tuple[bytes, str]] = [
     (b"a1 FETCH 1 FLAGS (CHANGEDSINCE 0)", "non-zero"),
     (b"a1 STORE 1 FLAGZ (\\Seen)", "store item"),
     (b"a1 STORE 1 +FLAGS", "missing argument"),
+    (b"a1 STORE 1 +FLAGS (\\*)", "atom"),
     (b"a1 STORE 1 (UNCHANGEDSINCE x) FLAGS ()", "number"),
     (b"a1 COPY 1", "missing argument"),
     (b"a1 UID EXPUNGE", "missing argument"),
