@@ -447,3 +447,19 @@ class SmarthostParseTests(SynchronousTestCase):
         self.assertEqual(Smarthost.parse("relay.test:465"), Smarthost("relay.test", 465))
         self.assertEqual(Smarthost.parse("[::1]:587"), Smarthost("::1", 587))
         self.assertEqual(Smarthost.parse("[::1]"), Smarthost("::1", 25))
+
+
+class TooManyTests(SynchronousTestCase):
+    """
+    Only "too many recipients" sends recipients on in the next transaction.
+    """
+
+    def test_kinds(self) -> None:
+        """452 4.5.3 or a bare 452 is too many recipients; 452 4.2.2 (mailbox full) is not."""
+        from mta.delivery.relay import _tooMany
+
+        self.assertTrue(_tooMany(Reply(452, "4.5.3 Too many recipients")))
+        self.assertTrue(_tooMany(Reply(452, "Too many recipients")))
+        self.assertFalse(_tooMany(Reply(452, "4.2.2 Mailbox full")))
+        self.assertFalse(_tooMany(Reply(451, "4.5.3 x")))
+        self.assertFalse(_tooMany(None))

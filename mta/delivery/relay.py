@@ -51,6 +51,9 @@ _log = Logger(namespace="mta.relay")
 #: How long a usable connection waits for the next message to its domain.
 IDLE_REUSE = 5.0
 
+#: How long a shutdown waits for a peer to answer QUIT.
+STOP_WAIT = 2.0
+
 #: Most transactions one delivery makes for the recipients a peer defers
 #: with "too many recipients".
 MAX_TRANSACTIONS = 100
@@ -338,9 +341,21 @@ class RelayDelivery(Service):
             for idle in parked:
                 if idle.call.active():
                     idle.call.cancel()
-                closing.append(idle.client.quit())
+                closing.append(self._quitSoon(idle.client))
         self._idle.clear()
         return DeferredList(closing)
+
+    def _quitSoon(self, client: SMTPClient) -> Deferred[None]:
+        """
+        Say QUIT, but give a peer that does not answer only L{STOP_WAIT}
+        seconds before the connection is cut: it must not hold up a
+        shutdown.
+        """
+        d = client.quit()
+        transport = client.transport
+        cut = self._clock.callLater(STOP_WAIT, _abort, transport)
+        d.addBoth(lambda result: cut.cancel() if cut.active() else None)
+        return d
 
     # -- logging --------------------------------------------------------------------
 
@@ -385,8 +400,22 @@ def _remoteReply(reply: Reply, remote: str, detail: str, dsnPassed: bool) -> Rep
     return replace(reply, remote=remote, detail=detail)
 
 
+def _abort(transport: Any) -> None:
+    abort = getattr(transport, "abortConnection", None)
+    if abort is not None:
+        abort()
+
+
 def _tooMany(reply: Reply | None) -> bool:
-    return reply is not None and reply.code == 452
+    """
+    @return: whether C{reply} says "too many recipients" (RFC 5321 4.5.3.1.10:
+        452, with 4.5.3 when the peer gives enhanced codes), rather than,
+        say, a full mailbox (452 4.2.2), which waits for the next attempt.
+    """
+    if reply is None or reply.code != 452:
+        return False
+    enhanced = reply.text.split(" ", 1)[0]
+    return enhanced == "4.5.3" or not enhanced[:1].isdigit()
 
 
 def _smarthostNotFound(failure: Failure, name: str) -> HostPlan:
