@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_protocol -*-
+# -*- test-case-name: tests.test_smtpserver, tests.test_pop3 -*-
 """
 The one line-command base that SMTP and POP3 (and later IMAP) build on.
 

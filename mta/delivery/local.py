@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_localdelivery -*-
+# -*- test-case-name: tests.test_routing -*-
 """
 Local delivery: step "deliver" of the lifecycle, for local users.
 

@@ -24,7 +24,7 @@ S553_NOT_OWNER = Reply(553, "5.7.1 Sender address rejected: not owned by user")
 S550_FROM_NOT_OWNER = Reply(550, "5.7.1 From header address not owned by user")
 S550_BAD_FROM = Reply(550, "5.7.1 From header has no usable address")
 
-_FROM = re.compile(rb"^from[ \t]*:(.*(?:\r\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FROM = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE)
 
 
 def headerBlock(data: bytes) -> bytes:
