@@ -90,8 +90,10 @@ class MXFinderTests(SynchronousTestCase):
         self.assertTrue(self.refusal("nosuch.test").startswith("550 5.1.2"))
 
     def test_servfail(self) -> None:
-        """A DNS failure is temporary."""
+        """A DNS failure is temporary, and the note says which lookup failed how."""
         self.assertTrue(self.refusal("broken.test").startswith("451 4.4.3"))
+        failure = self.failureResultOf(self.finder.findHosts("broken.test"), NoRoute)
+        self.assertEqual(failure.value.notes, ["DNS MX lookup of broken.test: SERVFAIL"])
 
     def test_selfDropsLessPreferred(self) -> None:
         """Hosts not preferred over this server's own MX are dropped (RFC 5321 5.1)."""

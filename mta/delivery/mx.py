@@ -144,9 +144,9 @@ class MXFinder:
 
     def _lookupFailed(self, failure: Failure, domain: str) -> list[MXRecord]:
         if failure.check(DNSNameError):
-            raise NoRoute(Reply(550, S550_NO_DOMAIN.format(domain=domain)))
+            raise NoRoute(Reply(550, S550_NO_DOMAIN.format(domain=domain)), [str(failure.value)])
         if failure.check(DNSTemporaryError):
-            raise NoRoute(Reply(451, S451_DNS.format(domain=domain)))
+            raise NoRoute(Reply(451, S451_DNS.format(domain=domain)), [str(failure.value)])
         failure.raiseException()
         raise AssertionError("unreachable")
 
