@@ -14,6 +14,38 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: The start of every subprocess test's config, up to its C{[listen]}
+#: lines: domain example.com, data in C{data/} beside the file, and DNS
+#: at a nameserver that is not there, so no lookup leaves the machine.
+CONFIG_HEAD = """\
+hostname = "mx.example.com"
+data_dir = "data"
+domains = ["example.com"]
+[dns]
+nameservers = ["127.0.0.1:9"]
+[listen]
+"""
+
+
+def twistdArgv(config: Path, log: Path) -> list[str]:
+    """
+    @return: the command line of C{twistd -n mta --config CONFIG}, logging
+        to C{log}, from this checkout.
+    """
+    return [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        f"--logfile={log}",
+        "mta",
+        "--config",
+        str(config),
+    ]
+
+
 _LISTENING = re.compile(r"mta: listening: (\S+) on \S+:(\d+)")
 
 
@@ -59,17 +91,7 @@ class ServerProcess:
         Start and wait until every listener has logged its port (blocking).
         """
         self.log.write_text("")
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            f"--logfile={self.log}",
-            "mta",
-            "--config",
-            str(self.config),
-        ]
+        argv = twistdArgv(self.config, self.log)
         self.process = subprocess.Popen(argv, env=environment(), cwd=self.config.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -14,20 +14,16 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.serverprocess import ServerProcess, runAdmin
+from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, runAdmin
 
-CONFIG = """\
-hostname = "mx.example.com"
-data_dir = "data"
-domains = ["example.com"]
-# No lookup may leave the machine: a nameserver that is not there.
-[dns]
-nameservers = ["127.0.0.1:9"]
-[listen]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 smtp = ["tcp:0:interface=127.0.0.1"]
 submission = ["tcp:0:interface=127.0.0.1"]
 pop3 = ["tcp:0:interface=127.0.0.1"]
 """
+)
 
 #: How many times in a row a fresh user must log in at once.
 ROUNDS = 50

@@ -15,18 +15,14 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
-from tests.e2e.serverprocess import ServerProcess, runAdmin
+from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, runAdmin
 
-CONFIG = """\
-hostname = "mx.example.com"
-data_dir = "data"
-domains = ["example.com"]
-# No lookup may leave the machine: a nameserver that is not there.
-[dns]
-nameservers = ["127.0.0.1:9"]
-[listen]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 smtp = ["tcp:0:interface=127.0.0.1"]
 """
+)
 
 
 def subjects(maildir: Path) -> list[str]:

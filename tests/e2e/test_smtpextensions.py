@@ -26,7 +26,7 @@ from twisted.trial.unittest import TestCase
 from mta.config import LimitsConfig
 from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
-from tests.e2e.serverprocess import ServerProcess, runAdmin
+from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, runAdmin
 from tests.e2e.test_mail import PASSWORD, insecureContext
 from tests.e2e.test_smtphostile import connect, readReply, replyCodes
 
@@ -35,16 +35,12 @@ BOB = "bob@example.com"
 JUERGEN = "jürgen@example.com"
 JOERG = "jörg@bücher.example"
 
-CONFIG = """\
-hostname = "mx.example.com"
-data_dir = "data"
-domains = ["example.com"]
-# No lookup may leave the machine: a nameserver that is not there.
-[dns]
-nameservers = ["127.0.0.1:9"]
-[listen]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 smtp = ["tcp:0:interface=127.0.0.1"]
 """
+)
 
 
 def waitUntil(condition: Any, timeout: float = 10.0) -> None:

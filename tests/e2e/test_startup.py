@@ -6,26 +6,21 @@ with one clear line and a non-zero exit status, having opened no listener.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.e2e.serverprocess import environment
+from tests.e2e.serverprocess import CONFIG_HEAD, environment, twistdArgv
 
-CONFIG = """\
-hostname = "mx.example.com"
-data_dir = "data"
-domains = ["example.com"]
-# No lookup may leave the machine: a nameserver that is not there.
-[dns]
-nameservers = ["127.0.0.1:9"]
-[listen]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 smtp = ["tcp:0:interface=127.0.0.1"]
 pop3 = ["tcp:0:interface=127.0.0.1"]
 """
+)
 
 
 class QueueLoadFailureTests(TestCase):
@@ -46,17 +41,7 @@ class QueueLoadFailureTests(TestCase):
         """
         Run C{twistd -n mta --config ...} to its end (blocking).
         """
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            f"--logfile={self.log}",
-            "mta",
-            "--config",
-            str(self.config),
-        ]
+        argv = twistdArgv(self.config, self.log)
         return subprocess.run(
             argv,
             capture_output=True,
