@@ -137,6 +137,8 @@ class LimitsConfig:
     @ivar errors: protocol errors before the server hangs up.
     @ivar smtp_idle: idle time before an SMTP session is dropped.
     @ivar pop3_idle: idle time before a POP3 session is dropped.
+    @ivar imap_idle: the IMAP autologout: idle time before a logged-in
+        IMAP session is dropped (RFC 3501: at least 30 minutes).
     @ivar connections: simultaneous connections per listener.
     @ivar connections_per_ip: simultaneous connections from one address.
     @ivar auth_failures: failed logins on one connection before hanging up.
@@ -154,6 +156,7 @@ class LimitsConfig:
     errors: int = 20
     smtp_idle: float = 300.0
     pop3_idle: float = 600.0
+    imap_idle: float = 1800.0
     connections: int = 1000
     connections_per_ip: int = 50
     auth_failures: int = 3
@@ -492,6 +495,7 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         "message_size": _size,
         "smtp_idle": _duration,
         "pop3_idle": _duration,
+        "imap_idle": _duration,
         "login_block_time": _duration,
     }
     limits = LimitsConfig(

@@ -16,6 +16,7 @@ The service tree::
     |- Listener "submission:N"         STARTTLS + AUTH (587)
     |- Listener "submissions:N"        implicit TLS + AUTH (465)
     |- Listener "pop3:N" / "pop3s:N"   POP3 with STLS / implicit TLS
+    |- Listener "imap:N" / "imaps:N"   IMAP with STARTTLS / implicit TLS
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mta.delivery.relay import RelayDelivery, Smarthost
 from mta.directory.files import DirectoryWatcher, FileDirectory
 from mta.dns import makeResolver
 from mta.errors import ConfigError
+from mta.imap.server import IMAPFactory
 from mta.interfaces import IBlockingRunner
 from mta.policy.chain import smtpPolicy
 from mta.pop3.server import POP3Factory
@@ -52,6 +54,7 @@ from mta.service import ConnectionLimiter, Listener
 from mta.smtp.client import ClientPolicy, connectSMTP
 from mta.smtp.clienttls import clientContext
 from mta.smtp.server import Mode, SMTPFactory
+from mta.store.imapstore import IMAPStore
 from mta.store.maildir import MaildirStore, mailRootOf
 from mta.threads import BlockingRunner, ParallelSync
 from mta.tls import TLSContextHolder, loadServerContext
@@ -73,6 +76,7 @@ TLS_RELOAD_INTERVAL = 60.0
 
 SMTP_TOO_MANY = b"421 4.7.0 Error: too many connections\r\n"
 POP3_TOO_MANY = b"-ERR [SYS/TEMP] Too many connections\r\n"
+IMAP_TOO_MANY = b"* BYE [UNAVAILABLE] Too many connections\r\n"
 
 
 class StartupError(Exception):
@@ -276,6 +280,10 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     directory = FileDirectory(config.data_dir, config.domains, acknowledge=True)
     sync = ParallelSync(SYNC_THREADS)
     store = MaildirStore(mailRootOf(config.data_dir), runner, reactor, DELIVERY_LINGER, sync)
+    # One store, two views: local delivery and POP3 deletions reach the
+    # IMAP sessions that have the folder selected.
+    imapStore = IMAPStore(mailRootOf(config.data_dir), runner)
+    store.onChange = imapStore.notifyChanged
     try:
         spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
     except OSError as e:
@@ -349,6 +357,7 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         )
 
     pop3 = POP3Factory(authenticator, store, tls, config.hostname, limits, reactor)
+    imap = IMAPFactory(authenticator, imapStore, tls, config.hostname, limits, reactor)
     listeners: list[tuple[str, tuple[str, ...], IProtocolFactory, bytes, bool]] = [
         ("smtp", config.listen.smtp, smtp(Mode.MX), SMTP_TOO_MANY, False),
         (
@@ -367,11 +376,9 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         ),
         ("pop3", config.listen.pop3, pop3, POP3_TOO_MANY, False),
         ("pop3s", config.listen.pop3s, pop3, POP3_TOO_MANY, True),
+        ("imap", config.listen.imap, imap, IMAP_TOO_MANY, False),
+        ("imaps", config.listen.imaps, imap, IMAP_TOO_MANY, True),
     ]
-    if config.listen.imap or config.listen.imaps:
-        # Said out loud rather than silently ignored: the IMAP server is
-        # its own piece of work and not in this version.
-        _log.warn("mta: [listen] imap/imaps set, but this version has no IMAP server yet")
     for name, descriptions, factory, refusal, implicitTLS in listeners:
         for i, description in enumerate(descriptions):
             limited = ConnectionLimiter.fromConfig(factory, limits, refusal, reactor)

@@ -5,7 +5,8 @@ Encoding IMAP responses: Python values to the bytes of RFC 3501 section 9.
 Pure functions, no I/O.  L{encode} renders a value tree: C{None} is
 C{NIL}, an C{int} a number, C{str} and C{bytes} strings (quoted when
 that is safe and short, a literal otherwise), lists and tuples
-parenthesised lists, and the wrappers L{Atom} (written as is) and
+parenthesised lists (a L{Concat} its items back to back, with no
+parentheses or spaces of its own), and the wrappers L{Atom} (written as is) and
 L{Literal} (always a literal).  On top of it: mailbox names in modified
 UTF-7 (RFC 3501 section 5.1.3), flag lists, date-times, compact sequence
 sets, response codes (L{ResponseCode}) and whole response lines
@@ -21,8 +22,9 @@ import binascii
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
+from mta.imap.message import Concat
 from mta.imap.syntax import ASTRING_CHARS, MONTHS, SequenceSet
 
 #: Quoted strings longer than this are sent as literals instead.
@@ -121,6 +123,9 @@ def encode(value: Value) -> bytes:
         return value.text.encode("ascii")
     if isinstance(value, Literal):
         return literal(value.data)
+    if isinstance(value, Concat):
+        # Lists RFC 3501 writes back to back: C{(part)(part) "mixed"}.
+        return b"".join(encode(cast(Value, v)) for v in value)
     if isinstance(value, list | tuple):
         return b"(" + b" ".join(encode(v) for v in value) + b")"
     raise TypeError(f"cannot encode {type(value).__name__}")

@@ -31,7 +31,7 @@ from mta.tap import MailServer, buildService, listeningPorts
 EPHEMERAL = ("tcp:0:interface=127.0.0.1",)
 #: A nameserver that is not there (the discard port): lookups fail at once.
 NO_DNS = "127.0.0.1:9"
-SERVICES = ("smtp", "submission", "submissions", "pop3", "pop3s")
+SERVICES = ("smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps")
 
 
 @dataclass

@@ -1,0 +1,423 @@
+# -*- test-case-name: tests.test_imapserver -*-
+"""
+IMAP commands of the selected state: FETCH, STORE, SEARCH (with ESEARCH,
+RFC 4731), SORT (RFC 5256), COPY, MOVE (RFC 6851), EXPUNGE and UID
+EXPUNGE (RFC 4315), CHECK, CLOSE and UNSELECT (RFC 3691), with
+CONDSTORE's CHANGEDSINCE, UNCHANGEDSINCE and MODSEQ (RFC 7162).
+
+Messages are read through the store one at a time and only when an item
+needs their bytes; FETCH writes each message's response before reading the
+next and waits while the transport's buffer is full, so a C{1:*} fetch of
+a large mailbox holds one message in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+
+from mta.imap import wire
+from mta.imap.commands import Command, Copy, Expunge, Fetch, Search, Sort, Store
+from mta.imap.fetch import MessageData, needsContent, render, setsSeen, toDatetime
+from mta.imap.message import headerFields
+from mta.imap.query import And, BodyKey, DateKey, HeaderKey, ModSeqKey, Not, Or, SearchKey
+from mta.imap.search import Context, MessageView, matches
+from mta.imap.selected import SelectedFolder
+from mta.imap.session import Session, storeName
+from mta.imap.sort import sortMessages
+from mta.imap.syntax import SequenceSet
+from mta.store.imapstore import IMAPMailbox, NoSuchFolder
+from mta.store.indexformat import FlagMode
+
+_MODES: dict[str, FlagMode] = {"SET": "replace", "ADD": "add", "REMOVE": "remove"}
+
+
+def needsMessage(key: SearchKey) -> bool:
+    """
+    @return: whether a search key looks inside messages (headers or text).
+    """
+    if isinstance(key, And):
+        return any(needsMessage(k) for k in key.keys)
+    if isinstance(key, Or):
+        return needsMessage(key.left) or needsMessage(key.right)
+    if isinstance(key, Not):
+        return needsMessage(key.key)
+    if isinstance(key, DateKey):
+        return key.field == "SENT"
+    return isinstance(key, HeaderKey | BodyKey)
+
+
+def hasModseq(key: SearchKey) -> bool:
+    """
+    @return: whether a search key uses MODSEQ (the answer then reports it).
+    """
+    if isinstance(key, And):
+        return any(hasModseq(k) for k in key.keys)
+    if isinstance(key, Or):
+        return hasModseq(key.left) or hasModseq(key.right)
+    if isinstance(key, Not):
+        return hasModseq(key.key)
+    return isinstance(key, ModSeqKey)
+
+
+def _noSaved(*sets: SequenceSet | None) -> bool:
+    """
+    @return: whether none of the sets is C{$} (SEARCHRES is not offered).
+    """
+    return not any(s is not None and s.saved for s in sets)
+
+
+def _loader(raw: bytes) -> Callable[[], bytes]:
+    """
+    @return: a L{MessageView} loader for bytes already read.
+    """
+    return lambda: raw
+
+
+class MessageCommands(Session):
+    """
+    The commands of the selected state.
+    """
+
+    _writePaused: bool
+    _drained: Deferred[None] | None
+
+    def _view(self) -> tuple[SelectedFolder, IMAPMailbox]:
+        assert self.selected is not None and self.mailbox is not None
+        return self.selected, self.mailbox
+
+    def _targets(self, command: Command, messages: SequenceSet) -> list[int] | bytes:
+        """
+        @return: the UIDs a set names, or the BAD line for a bad set.
+        """
+        view, _ = self._view()
+        if not _noSaved(messages):
+            return self.bad(command, "SEARCHRES ($) is not supported")
+        if not command.uid and view.outOfRange(messages):
+            return self.bad(command, "Invalid message sequence number")
+        return view.resolve(messages, command.uid)
+
+    def waitForDrain(self) -> Deferred[None] | None:
+        """
+        @return: a Deferred firing once the transport has sent what it
+            holds, or C{None} when it is not full.
+        """
+        if not self._writePaused or self.disconnecting:
+            return None
+        self._drained = Deferred()
+        return self._drained
+
+    # -- FETCH ----------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def cmd_FETCH(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        Send the asked items of each message, one message at a time.
+        """
+        args = command.arguments
+        assert isinstance(args, Fetch)
+        view, mailbox = self._view()
+        targets = self._targets(command, args.messages)
+        if isinstance(targets, bytes):
+            return targets
+        withModseq = args.changedSince is not None or any(
+            getattr(i, "name", "") == "MODSEQ" for i in args.items
+        )
+        if withModseq:
+            self.condstore = True
+        if args.vanished and args.changedSince is not None:
+            ranges = yield mailbox.vanishedSince(args.changedSince)
+            gone = [(a, b) for a, b in ranges if any(args.messages.contains(u, b) for u in (a, b))]
+            if gone:
+                text = ",".join(str(a) if a == b else f"{a}:{b}" for a, b in gone)
+                self.write(b"* VANISHED (EARLIER) " + text.encode("ascii") + b"\r\n")
+        if args.changedSince is not None:
+            since = args.changedSince
+            targets = [u for u in targets if view.infos[u].modseq > since]
+        if setsSeen(args.items) and not view.readOnly:
+            yield self._markSeen(view, mailbox, targets)
+        content = needsContent(args.items)
+        reportFlags = setsSeen(args.items) and not view.readOnly
+        for uid in targets:
+            if self.selected is not view or self.disconnecting:
+                break
+            info = view.infos.get(uid)
+            if info is None:
+                continue
+            raw = None
+            if content:
+                try:
+                    raw = yield mailbox.read(uid)
+                except KeyError:
+                    continue  # expunged meanwhile; its EXPUNGE comes later
+            data = MessageData(
+                uid, view.flagsOf(uid), info.internalDate, info.size, info.modseq, raw
+            )
+            items = list(args.items)
+            pairs = render(data, items, command.uid, self.condstore and withModseq)
+            if reportFlags and "FLAGS" not in {name for name, _ in pairs}:
+                pairs.append(("FLAGS", view.flagsItem(uid)))
+            number = view.sequenceOf(uid)
+            if number is None:
+                continue
+            self.write(wire.fetchResponse(number, pairs))
+            drained = self.waitForDrain()
+            if drained is not None:
+                yield drained
+        return self.ok(command)
+
+    @inlineCallbacks
+    def _markSeen(
+        self, view: SelectedFolder, mailbox: IMAPMailbox, uids: list[int]
+    ) -> Generator[Deferred[Any], Any, None]:
+        """
+        Set C{\\Seen} on the messages that lack it, before their FETCH.
+        """
+        unseen = [u for u in uids if "\\Seen" not in view.infos[u].flags]
+        if not unseen:
+            return
+        changed, _ = yield mailbox.setFlags(unseen, "add", ["\\Seen"], None, self.changed)
+        for info in changed:
+            view.update(info)
+
+    # -- STORE ----------------------------------------------------------------------------
+
+    @inlineCallbacks
+    def cmd_STORE(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        Change flags; report the new ones unless C{.SILENT}.
+        """
+        args = command.arguments
+        assert isinstance(args, Store)
+        view, mailbox = self._view()
+        targets = self._targets(command, args.messages)
+        if isinstance(targets, bytes):
+            return targets
+        if view.readOnly:
+            return self.no(command, "Mailbox is read-only", wire.READ_ONLY)
+        if args.unchangedSince is not None:
+            self.condstore = True
+        flags = [f for f in args.flags if f.lower() != "\\recent"]
+        changed, failed = yield mailbox.setFlags(
+            targets, _MODES[args.mode], flags, args.unchangedSince, self.changed
+        )
+        for info in changed:
+            view.update(info)
+        changedUids = {m.uid for m in changed}
+        lines = []
+        for uid in targets:
+            if uid in failed or uid not in view.infos:
+                continue
+            if args.silent and not (self.condstore and uid in changedUids):
+                continue
+            lines.append(view.flagsFetch(uid, self.condstore, withUid=command.uid))
+        self.write(b"".join(lines))
+        if failed:
+            numbers = failed if command.uid else [n for u in failed if (n := view.sequenceOf(u))]
+            return self.ok(command, "Conditional STORE failed", wire.modified(numbers))
+        return self.ok(command)
+
+    # -- SEARCH and SORT ------------------------------------------------------------------
+
+    @inlineCallbacks
+    def _views(
+        self, key: SearchKey, keepFields: bool
+    ) -> Generator[Deferred[Any], Any, list[MessageView]]:
+        """
+        Match every message against C{key}, reading messages one by one
+        only when the key needs them.
+
+        @param keepFields: keep each match's header fields (for SORT).
+        @return: the matching messages.
+        """
+        view, mailbox = self._view()
+        context = Context(view.exists, view.uids[-1] if view.uids else 0)
+        content = needsMessage(key) or keepFields
+        found: list[MessageView] = []
+        for number, uid in enumerate(list(view.uids), 1):
+            info = view.infos.get(uid)
+            if info is None:
+                continue
+            raw = b""
+            if content:
+                try:
+                    raw = yield mailbox.read(uid)
+                except KeyError:
+                    continue
+            message = MessageView(
+                uid,
+                number,
+                info.flags,
+                toDatetime(info.internalDate),
+                info.size,
+                _loader(raw),
+                info.modseq,
+                uid in view.recent,
+            )
+            if matches(message, key, context):
+                if keepFields:
+                    message._fields = headerFields(raw)
+                message._raw = None
+                message._structure = None
+                found.append(message)
+        return found
+
+    @inlineCallbacks
+    def cmd_SEARCH(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        SEARCH, or ESEARCH when C{RETURN} is given.
+        """
+        args = command.arguments
+        assert isinstance(args, Search)
+        if args.returnOptions is not None and "SAVE" in args.returnOptions:
+            return self.bad(command, "SEARCHRES (SAVE) is not supported")
+        if hasModseq(args.criteria):
+            self.condstore = True
+        found = yield self._views(args.criteria, False)
+        numbers = [m.uid if command.uid else m.sequence for m in found]
+        modseq = max((m.modseq for m in found), default=0) if hasModseq(args.criteria) else 0
+        if args.returnOptions is None:
+            line = b"* SEARCH" + b"".join(b" %d" % n for n in numbers)
+            if modseq:
+                line += b" (MODSEQ %d)" % modseq
+            self.write(line + b"\r\n")
+        else:
+            self.write(self._esearch(command, args.returnOptions, numbers, modseq))
+        return self.ok(command)
+
+    @staticmethod
+    def _esearch(
+        command: Command, options: tuple[str, ...], numbers: list[int], modseq: int
+    ) -> bytes:
+        """
+        @return: the C{* ESEARCH} response (RFC 4731).
+        """
+        parts = [b"* ESEARCH (TAG " + wire.string(command.tag) + b")"]
+        if command.uid:
+            parts.append(b"UID")
+        if numbers:
+            if "MIN" in options:
+                parts.append(b"MIN %d" % min(numbers))
+            if "MAX" in options:
+                parts.append(b"MAX %d" % max(numbers))
+            if "ALL" in options:
+                parts.append(b"ALL " + wire.sequenceSet(numbers).encode("ascii"))
+        if "COUNT" in options:
+            parts.append(b"COUNT %d" % len(numbers))
+        if modseq and numbers:
+            parts.append(b"MODSEQ %d" % modseq)
+        return b" ".join(parts) + b"\r\n"
+
+    @inlineCallbacks
+    def cmd_SORT(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        SORT (RFC 5256): the matches in the order asked.
+        """
+        args = command.arguments
+        assert isinstance(args, Sort)
+        found = yield self._views(args.search, True)
+        ordered = sortMessages(found, args.criteria)
+        numbers = [m.uid if command.uid else m.sequence for m in ordered]
+        self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        return self.ok(command)
+
+    # -- COPY / MOVE ----------------------------------------------------------------------
+
+    @inlineCallbacks
+    def cmd_COPY(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        COPY or MOVE messages to another mailbox (COPYUID, RFC 4315).
+        """
+        args = command.arguments
+        assert isinstance(args, Copy)
+        view, mailbox = self._view()
+        targets = self._targets(command, args.messages)
+        if isinstance(targets, bytes):
+            return targets
+        move = command.name == "MOVE"
+        if move and view.readOnly:
+            return self.no(command, "Mailbox is read-only", wire.READ_ONLY)
+        if not targets:
+            return self.ok(command, "No messages")
+        destination = storeName(args.mailbox)
+        try:
+            if move:
+                validity, mapping = yield mailbox.move(targets, destination, self.changed)
+            else:
+                validity, mapping = yield mailbox.copy(targets, destination)
+        except NoSuchFolder:
+            return self.no(command, "Mailbox does not exist", wire.TRYCREATE)
+        sources = sorted(mapping)
+        code = wire.copyUid(validity, sources, [mapping[s] for s in sources]) if sources else None
+        if not move:
+            return self.ok(command, None, code)
+        if code is not None:
+            self.write(wire.untaggedStatus("OK", "Moved", code))
+        self.write(b"".join(view.expunge(sources, self.qresync)))
+        return self.ok(command)
+
+    cmd_MOVE = cmd_COPY
+
+    # -- EXPUNGE / CHECK / CLOSE / UNSELECT ----------------------------------------------
+
+    @inlineCallbacks
+    def cmd_EXPUNGE(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        Remove the C{\\Deleted} messages (of the UID set, for UID EXPUNGE).
+        """
+        args = command.arguments
+        assert isinstance(args, Expunge)
+        view, mailbox = self._view()
+        if view.readOnly:
+            return self.no(command, "Mailbox is read-only", wire.READ_ONLY)
+        chosen = None
+        if args.messages is not None:
+            if not _noSaved(args.messages):
+                return self.bad(command, "SEARCHRES ($) is not supported")
+            chosen = set(view.resolve(args.messages, True))
+        doomed = [
+            u
+            for u in view.uids
+            if "\\Deleted" in view.infos[u].flags and (chosen is None or u in chosen)
+        ]
+        if doomed:
+            gone = yield mailbox.expunge(doomed, self.changed)
+            self.write(b"".join(view.expunge(gone, self.qresync)))
+        return self.ok(command)
+
+    @inlineCallbacks
+    def cmd_CHECK(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        Bring the index in step with the files; updates follow.
+        """
+        _, mailbox = self._view()
+        result = yield mailbox.sync(self.changed)
+        if result:
+            self.markDirty()
+        return self.ok(command)
+
+    @inlineCallbacks
+    def cmd_CLOSE(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
+        """
+        Silently expunge the C{\\Deleted} messages (read-write only) and
+        leave the selected state.
+        """
+        view, mailbox = self._view()
+        self.deselect()
+        if not view.readOnly:
+            doomed = [u for u in view.uids if "\\Deleted" in view.infos[u].flags]
+            if doomed:
+                yield mailbox.expunge(doomed)
+        return self.ok(command)
+
+    def cmd_UNSELECT(self, command: Command) -> bytes:
+        """
+        Leave the selected state without expunging (RFC 3691).
+        """
+        self.deselect()
+        return self.ok(command)
+
+
+__all__ = ["MessageCommands", "hasModseq", "needsMessage"]
