@@ -304,6 +304,15 @@ class MailboxTests(IMAPTestCase):
         self.assertIn(b'* LIST (\\HasNoChildren \\Junk \\Subscribed) "." Junk\r\n', answer)
         self.assertIn(b"* STATUS Junk (MESSAGES 0)\r\n", answer)
 
+    def test_listRecursiveMatch(self) -> None:
+        """RECURSIVEMATCH lists an unsubscribed parent with CHILDINFO for its subscribed child."""
+        self.loggedIn()
+        self.send(b"c CREATE Work.Projects")
+        self.send(b"s SUBSCRIBE Work.Projects")
+        answer = self.send(b'l LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"')
+        self.assertIn(b'* LIST () "." Work ("CHILDINFO" ("SUBSCRIBED"))\r\n', answer)
+        self.assertNotIn(b"Work.Projects", answer)
+
     def test_subscribeLsub(self) -> None:
         """UNSUBSCRIBE removes a name from LSUB; SUBSCRIBE adds it back."""
         self.loggedIn()

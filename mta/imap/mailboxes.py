@@ -238,23 +238,34 @@ class MailboxCommands(Session):
         subscribed = set((yield self.factory.store.subscriptions(self.user)))
         onlySubscribed = word == "LSUB" or "SUBSCRIBED" in args.selection
         wantSubscribed = "SUBSCRIBED" in args.returns or "SUBSCRIBED" in args.selection
-        for folder in self._listed(folders, subscribed, onlySubscribed):
+        recursive = "RECURSIVEMATCH" in args.selection and "SUBSCRIBED" in args.selection
+        considered = folders if recursive else self._listed(folders, subscribed, onlySubscribed)
+        for folder in considered:
             if not any(r.fullmatch(folder.name) for r in regexes):
                 continue
             if "SPECIAL-USE" in args.selection and not _specialUse(folder):
                 continue
+            # RFC 5258 section 3.5: with RECURSIVEMATCH, a parent that is
+            # not subscribed itself is listed for its subscribed children.
+            childInfo = recursive and any(n.startswith(folder.name + SEPARATOR) for n in subscribed)
+            if recursive and folder.name not in subscribed and not childInfo:
+                continue
             attributes = list(folder.attributes)
+            if recursive and folder.name not in subscribed:
+                attributes = []
             if word == "LSUB":
                 attributes = [a for a in attributes if a == "\\Noselect"]
             elif wantSubscribed and folder.name in subscribed:
                 attributes.append("\\Subscribed")
+            extra = b' ("CHILDINFO" ("SUBSCRIBED"))' if childInfo else b""
             self.write(
-                b"* %s %s %s %s\r\n"
+                b"* %s %s %s %s%s\r\n"
                 % (
                     word.encode(),
                     wire.flagList(attributes),
                     _SEPARATOR_VALUE,
                     clientName(folder.name),
+                    extra,
                 )
             )
             if (
