@@ -425,8 +425,10 @@ class PerformanceTests(_Base):
 
     def test_tenThousand(self) -> None:
         """
-        Re-opening and syncing a 10,000-message folder takes well under a
-        second.
+        Re-opening and syncing a 10,000-message folder takes about a tenth
+        of a second on an idle machine; the bound leaves room for a CI
+        machine running the whole suite in parallel, while anything
+        quadratic (seconds to minutes at this size) still fails.
         """
         for n in range(10_000):
             (self.folder / "cur" / f"{1000 + n}.M{n}P1Q{n}.h,S=1:2,S").write_bytes(b"x")
@@ -437,4 +439,4 @@ class PerformanceTests(_Base):
         elapsed = time.monotonic() - start
         self.assertFalse(result)
         self.assertEqual(len(index.messages()), 10_000)
-        self.assertLess(elapsed, 0.5)
+        self.assertLess(elapsed, 3.0)
