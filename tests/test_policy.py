@@ -74,6 +74,16 @@ class ChainTests(SynchronousTestCase):
         d.callback(Verdict(None, ("X-B: 2",)))
         self.assertEqual(self.successResultOf(answer).headers, ("X-A: 1", "X-B: 2", "X-C: 3"))
 
+    def test_junkKept(self) -> None:
+        """One check asking for Junk is enough, also across a Deferred."""
+        d: Deferred[Verdict] = Deferred()
+        chain = PolicyChain([_Answer(Verdict(None, (), junk=True)), _Answer(d)])
+        answer = chain.checkSender(REMOTE, Address("a", "b.test"))
+        assert isinstance(answer, Deferred)
+        d.callback(Verdict(None, ("X-B: 2",)))
+        verdict = self.successResultOf(answer)
+        self.assertEqual((verdict.junk, verdict.headers), (True, ("X-B: 2",)))
+
     def test_synchronousWhenEveryCheckIs(self) -> None:
         """With every check answering at once, the chain answers at once (no Deferred)."""
         chain = PolicyChain([_Answer(ACCEPT), _Answer(ACCEPT)])

@@ -98,3 +98,14 @@ class LocalDeliveryTests(SynchronousTestCase):
         self.assertEqual(codes, [250, 550])
         [stored] = store.messages("a@example.com")
         self.assertEqual(stored, b"Return-Path: <s@x.test>\r\nDelivered-To: a@example.com\r\nx\n")
+
+    def test_junk(self) -> None:
+        """A message a check marked as junk goes to the Junk folder."""
+        store = MemoryStore()
+        directory = MemoryDirectory(["example.com"], users={"a@example.com": "x"})
+        envelope = Envelope(
+            "Q1", Address("s", "x.test"), (recipient("a@example.com"),), 0.0, extra={"junk": True}
+        )
+        self.successResultOf(LocalDelivery(directory, store).deliver(envelope, BODY))
+        self.assertEqual(store.messages("a@example.com"), [])
+        self.assertEqual(len(store.messages("a@example.com", "Junk")), 1)

@@ -284,6 +284,12 @@ class PolicySeamTests(SMTPTestMixin, SynchronousTestCase):
         data = self.sink.messages[0][1]
         self.assertIn(b"\r\nX-Checked: yes\r\nSubject: s\r\n", data)
 
+    def test_junkMarked(self) -> None:
+        """A verdict asking for Junk marks the queued envelope."""
+        self.check.answers["data"] = Verdict(None, (), junk=True)
+        self.send(START + b"DATA\r\nSubject: s\r\n\r\nb\r\n.\r\n")
+        self.assertTrue(self.sink.messages[0][0].extra["junk"])
+
     def test_messageRefused(self) -> None:
         """A refusal at end of data is the reply, and nothing is queued."""
         self.check.answers["data"] = Verdict(Reply(550, "5.7.1 No"))

@@ -24,6 +24,9 @@ from mta.message import MessageBody
 _log = Logger(namespace="mta.delivery")
 
 S250_DELIVERED = Reply(250, "2.0.0 Delivered to mailbox")
+
+INBOX = "INBOX"
+JUNK = "Junk"
 S550_NO_USER = Reply(550, "5.1.1 User unknown in local recipient table")
 S451_STORE_ERROR = Reply(451, "4.3.0 Mailbox temporarily unavailable")
 
@@ -69,7 +72,9 @@ class LocalDelivery:
             d: Deferred[Reply] = Deferred()
             d.callback(S550_NO_USER)
             return d
-        stored = self._store.deliver(user, body, deliveryPrefix(envelope, r))
+        # A check at reception (DMARC p=quarantine) may have asked for Junk.
+        folder = JUNK if envelope.extra.get("junk") else INBOX
+        stored = self._store.deliver(user, body, deliveryPrefix(envelope, r), folder)
         return stored.addCallbacks(
             lambda _: S250_DELIVERED, self._storeFailed, errbackArgs=(envelope, r)
         )

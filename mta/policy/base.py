@@ -50,10 +50,14 @@ class Verdict:
     @ivar reply: C{None} to accept; else the reply that refuses the step.
     @ivar headers: at end of data, header lines (without line end) to add
         on top of the message when it is accepted.
+    @ivar junk: at end of data, deliver the accepted message to local
+        recipients' Junk folder rather than their INBOX (DMARC
+        p=quarantine).
     """
 
     reply: Reply | None = None
     headers: tuple[str, ...] = ()
+    junk: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -134,7 +138,7 @@ class PolicyChain:
         self.checks: Sequence[IPolicyCheck] = tuple(checks)
 
     def _ask(self, ask: Ask) -> Verdict | Deferred[Verdict]:
-        return _askFrom(list(self.checks), ask, ())
+        return _askFrom(list(self.checks), ask)
 
     def checkConnection(self, session: Session) -> Verdict | Deferred[Verdict]:
         """
@@ -172,28 +176,32 @@ class PolicyChain:
 
 
 def _askFrom(
-    checks: list[IPolicyCheck], ask: Ask, headers: tuple[str, ...]
+    checks: list[IPolicyCheck], ask: Ask, sofar: Verdict = ACCEPT
 ) -> Verdict | Deferred[Verdict]:
     """
     Ask C{checks} in turn from the first, synchronously while answers are
-    ready, carrying the headers gathered so far.
+    ready, carrying the headers (and the junk wish) gathered so far.
     """
+    headers = sofar.headers
+    junk = sofar.junk
     while checks:
         answer = ask(checks.pop(0))
         if isinstance(answer, Deferred):
-            return answer.addCallback(_continue, checks, ask, headers)
+            return answer.addCallback(_continue, checks, ask, Verdict(None, headers, junk))
         if not answer.accepted:
             return answer
         headers += answer.headers
-    return Verdict(None, headers) if headers else ACCEPT
+        junk = junk or answer.junk
+    return Verdict(None, headers, junk) if headers or junk else ACCEPT
 
 
 def _continue(
-    answer: Verdict, checks: list[IPolicyCheck], ask: Ask, headers: tuple[str, ...]
+    answer: Verdict, checks: list[IPolicyCheck], ask: Ask, sofar: Verdict
 ) -> Verdict | Deferred[Verdict]:
     if not answer.accepted:
         return answer
-    return _askFrom(checks, ask, headers + answer.headers)
+    merged = Verdict(None, sofar.headers + answer.headers, sofar.junk or answer.junk)
+    return _askFrom(checks, ask, merged)
 
 
 __all__ = [

@@ -136,7 +136,6 @@ def checkMessage(body: bytes, limit: int, tooBig: bool = False) -> Reply | None:
 
 
 def traceHeaders(
-    body: bytes,
     *,
     heloName: str,
     peer: str,
@@ -146,27 +145,32 @@ def traceHeaders(
     queueId: str,
     forAddress: str,
     now: float,
-    submitted: bool,
 ) -> bytes:
     """
     @param tls: the TLS version in use, or C{""}.
     @param protocol: the C{with} word (RFC 3848, RFC 6531).
     @param forAddress: the one recipient to name, or C{""}.
-    @param submitted: whether the message came by submission: then a
-        missing Date and Message-ID are added too (RFC 6409 8).
-    @return: the Received header, and Date and Message-ID where needed.
+    @return: the Received header.
     """
     using = f" (using {tls})" if tls else ""
     forClause = f"\r\n\tfor <{forAddress}>" if forAddress else ""
-    date = headerDate(now)
     trace = (
         f"Received: from {heloName} ([{peer}]){using}\r\n"
-        f"\tby {host} with {protocol} id {queueId}{forClause};\r\n\t{date}\r\n"
+        f"\tby {host} with {protocol} id {queueId}{forClause};\r\n\t{headerDate(now)}\r\n"
     )
-    if submitted:
-        head = _head(body)
-        if not _HEADER_DATE.search(head):
-            trace += f"Date: {date}\r\n"
-        if not _HEADER_MESSAGE_ID.search(head):
-            trace += f"Message-ID: <{queueId}@{host}>\r\n"
     return trace.encode("utf-8", "surrogateescape")
+
+
+def missingHeaders(body: bytes, *, queueId: str, host: str, now: float) -> bytes:
+    """
+    @return: a Date and a Message-ID header for a submitted message that
+        lacks them (RFC 6409 8); they are added before the policy checks
+        run, so that a DKIM signature covers them.
+    """
+    head = _head(body)
+    added = ""
+    if not _HEADER_DATE.search(head):
+        added += f"Date: {headerDate(now)}\r\n"
+    if not _HEADER_MESSAGE_ID.search(head):
+        added += f"Message-ID: <{queueId}@{host}>\r\n"
+    return added.encode("ascii")

@@ -26,7 +26,7 @@ import enum
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -52,7 +52,7 @@ from mta.sasl import (
     startExchange,
 )
 from mta.smtp import replies as R
-from mta.smtp.data import ChunkReader, DotReader, checkMessage, traceHeaders
+from mta.smtp.data import ChunkReader, DotReader, checkMessage, missingHeaders, traceHeaders
 from mta.smtp.params import (
     MailParams,
     ParamError,
@@ -618,6 +618,10 @@ class SMTPServer(LineCommandProtocol[Reply]):
         if refusal is not None:
             self._logTransaction(t, len(body), refusal)
             return refusal
+        if self.factory.mode is not Mode.MX:
+            now = self.clock.seconds()
+            host = self.factory.hostname
+            body = missingHeaders(body, queueId=t.queueId, host=host, now=now) + body
         p = t.params
         envelope = Envelope(
             queueId=t.queueId,
@@ -645,7 +649,10 @@ class SMTPServer(LineCommandProtocol[Reply]):
             self._logTransaction(t, len(body), verdict.reply)
             return succeed(verdict.reply)
         added = "".join(f"{h}\r\n" for h in verdict.headers).encode("utf-8", "surrogateescape")
-        data = self._traceHeaders(t, body) + added + body
+        data = self._traceHeaders(t) + added + body
+        if verdict.junk:
+            # A check (DMARC p=quarantine) wants it kept out of the inbox.
+            envelope = replace(envelope, extra={**envelope.extra, "junk": True})
         d = self.factory.sink.enqueue(envelope, data)
         replied = d.addCallbacks(
             lambda qid: Reply(250, f"2.0.0 Ok: queued as {qid}"),
@@ -668,9 +675,8 @@ class SMTPServer(LineCommandProtocol[Reply]):
             name += "A"
         return name
 
-    def _traceHeaders(self, t: Transaction, body: bytes) -> bytes:
+    def _traceHeaders(self, t: Transaction) -> bytes:
         return traceHeaders(
-            body,
             heloName=self.heloName or "",
             peer=self.peer,
             tls=tlsVersion(self.transport) if self.tlsActive else "",
@@ -679,7 +685,6 @@ class SMTPServer(LineCommandProtocol[Reply]):
             queueId=t.queueId,
             forAddress=str(t.recipients[0].original) if t.rcptCount == 1 else "",
             now=self.clock.seconds(),
-            submitted=self.factory.mode is not Mode.MX,
         )
 
     def _enqueueFailed(self, failure: Failure, t: Transaction) -> Reply:
