@@ -1,0 +1,237 @@
+# -*- test-case-name: tests.test_spf -*-
+"""
+SPF (RFC 7208): is the client allowed to send for the envelope sender's
+domain?
+
+The evaluation is pyspf's.  pyspf does its DNS synchronously, so a check
+runs on an L{IBlockingRunner} worker thread, and pyspf's one DNS hook (the
+module-level C{spf.DNSLookup}) is pointed, for that thread only, at
+L{BlockingLookups}: blocking calls into the reactor-side
+L{mta.interfaces.IDNSResolver}, so C{[dns] nameservers} and its cache
+apply and pyspf's own (dnspython, system resolver) path is never taken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+
+import spf
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import blockingCallFromThread
+
+from mta.dns import DNSNameError, DNSTemporaryError
+from mta.envelope import Address
+from mta.interfaces import IBlockingRunner, IDNSResolver
+
+#: The results RFC 7208 section 2.6 defines, as RFC 8601 writes them.
+RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
+
+#: Seconds pyspf may spend on one check in all (RFC 7208 section 4.6.4
+#: suggests at least 20); each lookup also has the resolver's time-outs.
+CHECK_TIME = 20
+
+
+@dataclass(frozen=True)
+class SPFResult:
+    """
+    The outcome of one SPF check.
+
+    @ivar result: one of L{RESULTS}.
+    @ivar identity: C{"mailfrom"} or C{"helo"}: which identity was checked.
+    @ivar domain: the domain checked (the MAIL FROM domain, or the HELO
+        name for the null sender).
+    @ivar mailfrom: the identity as RFC 8601 writes it in
+        C{smtp.mailfrom} or C{smtp.helo}.
+    @ivar reason: why, in words (pyspf's explanation).
+    """
+
+    result: str
+    identity: str
+    domain: str
+    mailfrom: str
+    reason: str = ""
+
+
+class BlockingLookups:
+    """
+    Blocking DNS lookups for worker threads, answered by the reactor-side
+    resolver (like L{mta.dns.blockingTXT}, for every type pyspf asks).
+
+    Never call these on the reactor thread: they wait for the reactor.
+    """
+
+    def __init__(self, resolver: IDNSResolver, reactor: IReactorFromThreads) -> None:
+        self._resolver = resolver
+        self._reactor = reactor
+
+    def _call(self, f: Callable[..., Deferred[Any]], *args: Any) -> Any:
+        return blockingCallFromThread(self._reactor, f, *args)
+
+    def txt(self, name: str) -> list[bytes]:
+        """
+        @return: the TXT records of C{name}, each joined.
+        """
+        return cast(list[bytes], self._call(self._resolver.lookupTXT, name))
+
+    def addresses(self, host: str, family: str) -> list[str]:
+        """
+        @return: the addresses of C{host} of C{family} (C{"ipv4"}, C{"ipv6"}).
+        """
+        return cast(list[str], self._call(self._resolver.lookupAddresses, host, family))
+
+    def mx(self, domain: str) -> list[tuple[int, str]]:
+        """
+        @return: C{(preference, exchange)} pairs of C{domain}.
+        """
+        records = self._call(self._resolver.lookupMX, domain)
+        return [(r.preference, r.exchange) for r in records]
+
+    def ptr(self, ip: str) -> list[str]:
+        """
+        @return: the names the reverse zone gives for C{ip}.
+        """
+        return cast(list[str], self._call(self._resolver.lookupPTR, ip))
+
+
+def _reverseNameToIP(name: str) -> str | None:
+    """
+    @return: the address a C{in-addr.arpa} or C{ip6.arpa} name stands for,
+        or L{None}.
+    """
+    labels = name.lower().rstrip(".").split(".")
+    try:
+        if labels[-2:] == ["in-addr", "arpa"] and len(labels) == 6:
+            return str(ipaddress.IPv4Address(".".join(reversed(labels[:4]))))
+        if labels[-2:] == ["ip6", "arpa"] and len(labels) == 34:
+            nibbles = "".join(reversed(labels[:32]))
+            return str(ipaddress.IPv6Address(int(nibbles, 16)))
+    except ValueError:
+        return None
+    return None
+
+
+def _pyspfAnswers(lookups: BlockingLookups, name: str, qtype: str) -> list[Any]:
+    """
+    Answer one of pyspf's queries in the form its C{DNSLookup} hook returns:
+    C{((name, qtype), value)} pairs.  No such name or no such record is an
+    empty list (pyspf counts it as a void lookup); a temporary failure is
+    pyspf's C{TempError}.
+    """
+    try:
+        if qtype == "TXT":
+            return [((name, qtype), [record]) for record in lookups.txt(name)]
+        if qtype in ("A", "AAAA"):
+            family = "ipv4" if qtype == "A" else "ipv6"
+            return [((name, qtype), a) for a in lookups.addresses(name, family)]
+        if qtype == "MX":
+            return [((name, qtype), mx) for mx in lookups.mx(name)]
+        if qtype == "PTR":
+            ip = _reverseNameToIP(name)
+            return [] if ip is None else [((name, qtype), n) for n in lookups.ptr(ip)]
+    except DNSNameError:
+        return []
+    except DNSTemporaryError as e:
+        raise spf.TempError(f"DNS {e.rrtype} lookup of {e.name}: {e.reason}") from None
+    # SPF (type 99) and anything else pyspf might ask: not served.
+    return []
+
+
+_thread = threading.local()
+
+
+def _dnsLookup(name: str, qtype: str, strict: Any = True, timeout: float = 0) -> list[Any]:
+    """
+    pyspf's C{DNSLookup} while mta runs: the lookups of the check running
+    on this thread, and never pyspf's own resolver.
+    """
+    lookups: BlockingLookups | None = getattr(_thread, "lookups", None)
+    if lookups is None:
+        raise spf.TempError("DNS: no resolver given for this SPF check")
+    return _pyspfAnswers(lookups, name, qtype)
+
+
+@contextmanager
+def _lookupsThrough(lookups: BlockingLookups) -> Iterator[None]:
+    spf.DNSLookup = _dnsLookup
+    _thread.lookups = lookups
+    try:
+        yield
+    finally:
+        _thread.lookups = None
+
+
+def _isDomainName(name: str) -> bool:
+    return "." in name and not name.startswith("[") and _reverseNameToIP(name) is None
+
+
+def checkSPF(
+    lookups: BlockingLookups, ip: str, sender: Address, helo: str, receiver: str
+) -> SPFResult:
+    """
+    Check SPF, blocking: on a worker thread only.
+
+    The MAIL FROM identity is checked; for the null sender the HELO
+    identity (RFC 7208 section 2.4).  A HELO name that is an address
+    literal or no domain name gives C{none}.
+
+    @param ip: the client's address.
+    @param receiver: our host name (the C{%{r}} macro).
+    """
+    if sender.isNull:
+        domain = helo.lower().rstrip(".")
+        identity, shown = "helo", domain
+        if not _isDomainName(domain):
+            return SPFResult("none", identity, domain, shown, "HELO name is not a domain name")
+        envelopeSender = ""
+    else:
+        domain = sender.domain
+        identity, shown = "mailfrom", str(sender)
+        envelopeSender = str(sender)
+    query = spf.query(
+        i=ip, s=envelopeSender, h=helo, receiver=receiver, timeout=CHECK_TIME, querytime=CHECK_TIME
+    )
+    with _lookupsThrough(lookups):
+        result, _, explanation = query.check()
+    if result not in RESULTS:
+        # pyspf's "ambiguous" and the like appear only in harsh mode.
+        result = "permerror"
+    return SPFResult(result, identity, domain, shown, str(explanation))
+
+
+class SPFChecker:
+    """
+    Checks SPF off the reactor thread.
+    """
+
+    def __init__(
+        self,
+        resolver: IDNSResolver,
+        reactor: IReactorFromThreads,
+        runner: IBlockingRunner,
+        receiver: str,
+    ) -> None:
+        """
+        @param resolver: answers every lookup (from the reactor thread).
+        @param reactor: runs those lookups for the worker thread.
+        @param runner: runs pyspf.
+        @param receiver: our host name.
+        """
+        self._lookups = BlockingLookups(resolver, reactor)
+        self._runner = runner
+        self._receiver = receiver
+
+    def check(self, ip: str, sender: Address, helo: str) -> Deferred[SPFResult]:
+        """
+        @return: the SPF result for a client at C{ip} that said C{helo}
+            and gave C{sender} as MAIL FROM.
+        """
+        return self._runner.run(checkSPF, self._lookups, ip, sender, helo, self._receiver)
+
+
+__all__ = ["RESULTS", "BlockingLookups", "SPFChecker", "SPFResult", "checkSPF"]
