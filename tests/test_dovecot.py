@@ -4,12 +4,13 @@ Tests for L{mta.store.dovecot} and adopting a Dovecot Maildir in place.
 
 The files are written here in Dovecot's documented formats (version 3
 C{dovecot-uidlist} as Dovecot 2.x writes it, with and without extension
-fields, and Courier's version 1); a test against a real Dovecot comes with
-the IMAP server.
+fields, and Courier's version 1); tests/e2e/test_dovecotadoption.py has a
+real Dovecot write the Maildir.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -113,6 +114,25 @@ class AdoptionTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(index.uidNext, 48)
+
+    def test_internalDateIsMtime(self) -> None:
+        """
+        The internal date is the file's mtime, as Dovecot has it (an APPEND
+        with a date sets the mtime, not the name): an adopted message and
+        one Dovecot never saw alike.  New UIDs still follow the names'
+        arrival times.
+        """
+        cur, new = self.folder / "cur", self.folder / "new"
+        os.utime(cur / "1655390418.M100238P743770.mail,S=3734,W=3800:2,RSa", (1.5e9, 1.5e9))
+        os.utime(new / "1655390700.M4P4.mail,S=5", (1.4e9, 1.4e9))
+        (new / "1655390800.M5P5.mail,S=5").write_bytes(b"e")
+        os.utime(new / "1655390800.M5P5.mail,S=5", (1.3e9, 1.3e9))
+        index = FolderIndex(self.folder)
+        self.addCleanup(index.close)
+        dates = {m.base.split(".")[0]: (m.uid, m.internalDate) for m in index.messages()}
+        self.assertEqual(dates["1655390418"], (12, 1.5e9))
+        self.assertEqual(dates["1655390700"], (47, 1.4e9))
+        self.assertEqual(dates["1655390800"], (48, 1.3e9))
 
     def test_keywordLettersKeptInStep(self) -> None:
         """

@@ -179,21 +179,21 @@ class FolderIndex:
         Index every file, giving those in C{known} their UID, then write
         the snapshot and an empty journal.
         """
-        fresh: list[tuple[float, str, str, str, int]] = []
+        fresh: list[tuple[float, str, str, str, float, int]] = []
         for base, (sub, name) in scanMaildir(self.folder).items():
             details = self._describe(sub, name)
             if details is None:
                 continue
-            date, size = details
+            arrival, date, size = details
             if base in known:
                 flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
                 entry = IndexEntry(known[base], 1, sub, name, date, size, flags)
                 self._entries[entry.uid] = self._byBase[base] = entry
             else:
-                fresh.append((date, base, sub, name, size))
+                fresh.append((arrival, base, sub, name, date, size))
         self.uidNext = max([self.uidNext, *(uid + 1 for uid in self._entries)])
         self._entries = dict(sorted(self._entries.items()))
-        for date, base, sub, name, size in sorted(fresh):
+        for _, base, sub, name, date, size in sorted(fresh):
             flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
             entry = IndexEntry(self.uidNext, 1, sub, name, date, size, flags)
             self._entries[entry.uid] = self._byBase[base] = entry
@@ -201,20 +201,21 @@ class FolderIndex:
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
 
-    def _describe(self, sub: str, name: str) -> tuple[float, int] | None:
+    def _describe(self, sub: str, name: str) -> tuple[float, float, int] | None:
         """
-        @return: a file's C{(internal date, size)}, from its name when it
-            says, else from C{stat}; C{None} if it is gone.
+        @return: a file's C{(arrival, internal date, size)}, C{None} if it
+            is gone.  The arrival time (which orders new UIDs) is the one
+            in its name, else its mtime; the internal date is its mtime, as
+            Dovecot and Courier have it (an APPEND with a date sets it, and
+            so does L{append}); the size is the name's C{S=}, else C{stat}'s.
         """
         _, size, when = _parseName(name)
-        if size is None or when is None:
-            try:
-                st = os.stat(self.folder / sub / name)
-            except FileNotFoundError:
-                return None
-            size = st.st_size if size is None else size
-            when = st.st_mtime if when is None else when
-        return when, size
+        try:
+            st = os.stat(self.folder / sub / name)
+        except FileNotFoundError:
+            return None
+        size = st.st_size if size is None else size
+        return (st.st_mtime if when is None else when), st.st_mtime, size
 
     def _loadSnapshot(self, data: bytes) -> None:
         body, _, tail = data.rstrip(b"\n").rpartition(b"\n")
@@ -552,14 +553,15 @@ class FolderIndex:
 
         @return: the UIDs given.
         """
-        fresh: list[tuple[float, str, str, str, int]] = []
+        fresh: list[tuple[float, str, str, str, float, int]] = []
         for base, (sub, name) in found.items():
             if base not in self._byBase:
                 details = self._describe(sub, name)
                 if details is not None:
-                    fresh.append((details[0], base, sub, name, details[1]))
+                    arrival, date, size = details
+                    fresh.append((arrival, base, sub, name, date, size))
         added: list[int] = []
-        for date, _, sub, name, size in sorted(fresh):
+        for _, _, sub, name, date, size in sorted(fresh):
             uid = self.uidNext + len(added)
             flags = " ".join(sorted(flagsFromInfo(name.partition(INFO)[2], self._letters)))
             records.append(["A", str(uid), modseq, sub, name, repr(date), str(size), flags])
@@ -768,7 +770,7 @@ class FolderIndex:
             except FileNotFoundError:
                 raise
             except OSError:
-                shutil.copyfile(source, target)
+                shutil.copy2(source, target)  # with its mtime: the internal date
                 fsyncFile(target)
         except FileNotFoundError:
             return None
