@@ -179,6 +179,27 @@ class QueueConfig:
     io_threads: int = 16
 
 
+#: Header fields a DKIM signature must not cover (RFC 6376 5.4): they
+#: are added or changed in transit.
+_UNSIGNABLE = frozenset(
+    {"return-path", "received", "comments", "keywords", "bcc", "resent-bcc", "dkim-signature"}
+)
+
+
+@dataclass(frozen=True)
+class DKIMConfig:
+    """
+    C{[dkim]}: signing of outbound mail with the keys in C{data_dir/dkim}.
+
+    @ivar sign: sign mail of domains that have a key (C{mta dkim keygen}).
+    @ivar headers: the header fields signed when present (lower case);
+        empty means the built-in list (L{mta.policy.dkimsign.SIGNED_HEADERS}).
+    """
+
+    sign: bool = True
+    headers: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     """
@@ -194,6 +215,7 @@ class Config:
     dns: DNSConfig = field(default_factory=DNSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
     source: str = "<embedded default>"
 
 
@@ -432,6 +454,24 @@ def _size(value: Any) -> int:
     return s
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, not {value!r}")
+    return value
+
+
+def _signedHeaders(value: Any) -> tuple[str, ...]:
+    names = tuple(name.strip().lower() for name in _strings(value))
+    for name in names:
+        if not re.match(r"^[!-9;-~]+$", name):
+            raise ValueError(f"{name!r} is not a header field name")
+        if name in _UNSIGNABLE:
+            raise ValueError(f"{name!r} must not be signed (it changes in transit)")
+    if "from" not in names:
+        raise ValueError("must include 'from' (RFC 6376 5.4)")
+    return names
+
+
 def _build(data: dict[str, Any], source: str, base: Path) -> Config:
     top = _Section(data, "")
     hostname = top.get("hostname", _nonEmptyString, _defaultHostname())
@@ -513,6 +553,13 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
     )
     s.finish()
 
+    s = top.sub("dkim")
+    dkim = DKIMConfig(
+        sign=s.get("sign", _bool, True),
+        headers=s.get("headers", _signedHeaders, ()),
+    )
+    s.finish()
+
     top.finish()
 
     return Config(
@@ -525,6 +572,7 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         dns=dns,
         limits=limits,
         queue=queue,
+        dkim=dkim,
         source=source,
     )
 

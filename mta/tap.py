@@ -40,11 +40,13 @@ from mta.delivery.local import LocalDelivery
 from mta.delivery.mx import Host, MXFinder
 from mta.delivery.relay import RelayDelivery, Smarthost
 from mta.directory.files import DirectoryWatcher, FileDirectory
+from mta.dkimkeys import KeyStore
 from mta.dns import makeResolver
 from mta.errors import ConfigError
 from mta.imap.server import IMAPFactory
 from mta.interfaces import IBlockingRunner
 from mta.policy.chain import smtpPolicy
+from mta.policy.dkimsign import SIGNED_HEADERS, DKIMSigner, LoadedKeys
 from mta.pop3.server import POP3Factory
 from mta.queue.control import ControlRequests, ControlServer, QueueCommands
 from mta.queue.scheduler import QueueManager
@@ -272,6 +274,18 @@ def buildRelay(config: Config, reactor: Any, runner: IBlockingRunner) -> RelayDe
     )
 
 
+def buildSigner(config: Config, runner: IBlockingRunner) -> DKIMSigner | None:
+    """
+    The DKIM signer over the keys in C{data_dir/dkim}, or C{None} when
+    C{[dkim] sign} is off.
+    """
+    if not config.dkim.sign:
+        return None
+    keys = LoadedKeys(KeyStore(config.data_dir))
+    headers = config.dkim.headers or SIGNED_HEADERS
+    return DKIMSigner(keys, runner, config.relay.trusted_networks, headers)
+
+
 def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     """
     The body of L{buildService}, run with the queue lock held.
@@ -340,8 +354,14 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
-    # Every SMTP listener asks the same checks.
-    policy = smtpPolicy(directory, config.relay.trusted_networks, limits, reactor)
+    # Every SMTP listener asks the same checks; DKIM signing last.
+    policy = smtpPolicy(
+        directory,
+        config.relay.trusted_networks,
+        limits,
+        reactor,
+        signer=buildSigner(config, runner),
+    )
 
     def smtp(mode: Mode) -> SMTPFactory:
         return SMTPFactory(
