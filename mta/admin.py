@@ -212,6 +212,51 @@ def _aliasList(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dkimKeygen(args: argparse.Namespace) -> int:
+    """
+    C{mta dkim keygen DOMAIN [--selector S] [--algorithm rsa|ed25519]}:
+    make a key and print the zone-file line that publishes it.  A domain
+    that is not local gets a warning line (its mail is signed only when it
+    comes from a trusted network).
+    """
+    from mta.dkimkeys import KeyStore, defaultSelector, normalizeDomain
+
+    config = _config(args)
+    domain = normalizeDomain(args.domain)
+    selector = args.selector or defaultSelector(args.algorithm)
+    key = KeyStore(config.data_dir).generate(domain, selector, args.algorithm)
+    if domain not in {normalizeDomain(d) for d in config.domains}:
+        print(f"mta: warning: {domain} is not a local domain (see 'domains')", file=sys.stderr)
+    print(key.zoneLine())
+    return 0
+
+
+def _dkimList(args: argparse.Namespace) -> int:
+    """
+    C{mta dkim list}: a line per key: domain, selector, algorithm, file,
+    and whether it signs (the newest key of each algorithm does).
+    """
+    from mta.dkimkeys import KeyStore, normalizeDomain
+
+    config = _config(args)
+    store = KeyStore(config.data_dir)
+    local = {normalizeDomain(d) for d in config.domains}
+    found = store.keys()
+    for key in found:
+        signing = store.signingKeys(key.domain)
+        if not config.dkim.sign:
+            state = "not signing ([dkim] sign = false)"
+        elif key in signing:
+            state = "signing"
+        else:
+            newer = [k.selector for k in signing if k.algorithm == key.algorithm]
+            state = f"not signing (replaced by {', '.join(newer)})"
+        if key.domain not in local:
+            state += ", not a local domain"
+        print(f"{key.domain} {key.selector} {key.algorithm} {key.path} {state}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     """
     C{mta check}: validate the config (listener descriptions included),
@@ -406,6 +451,28 @@ def _addAliasCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
     _command(sub, "list", _aliasList, "list the aliases and their targets")
 
 
+def _addDKIMCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta dkim keygen|list}.
+    """
+    dkim = commands.add_parser("dkim", help="manage the DKIM signing keys")
+    sub = dkim.add_subparsers(dest="action", required=True, metavar="ACTION")
+    parser = _command(sub, "keygen", _dkimKeygen, "make a signing key and print its DNS record")
+    parser.add_argument("domain", metavar="DOMAIN")
+    parser.add_argument(
+        "--selector",
+        metavar="S",
+        help="the selector (default: s or e, for rsa or ed25519, then YYYYMM)",
+    )
+    parser.add_argument(
+        "--algorithm",
+        choices=("rsa", "ed25519"),
+        default="rsa",
+        help="rsa (2048 bits, the default) or ed25519",
+    )
+    _command(sub, "list", _dkimList, "list the keys and which of them sign")
+
+
 def _addQueueCommands(commands: argparse._SubParsersAction[_Parser]) -> None:
     """
     Register C{mta queue list|show|flush|hold|release|bounce|delete}.
@@ -450,6 +517,7 @@ def _buildParser() -> _Parser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _addUserCommands(commands)
     _addAliasCommands(commands)
+    _addDKIMCommands(commands)
     _addQueueCommands(commands)
     _addCheckCommand(commands)
     return parser

@@ -23,6 +23,7 @@ from mta.dkimkeys import (
     normalizeDomain,
     splitTXT,
 )
+from tests.test_admin import CONFIG, AdminTestCase
 
 
 def parseRecord(record: str) -> dict[str, str]:
@@ -223,3 +224,104 @@ class HelperTests(SynchronousTestCase):
         parts = splitTXT(text)
         self.assertEqual([len(p) for p in parts], [255, 255, 90])
         self.assertEqual("".join(parts), text)
+
+
+class DKIMCommandTests(AdminTestCase):
+    """
+    C{mta dkim keygen} and C{mta dkim list}.
+    """
+
+    def store(self) -> KeyStore:
+        """
+        @return: the key store of the test config's data dir.
+        """
+        return KeyStore(self.dataDir)
+
+    def test_keygenPrintsZoneLine(self) -> None:
+        """keygen writes an RSA key under the default selector and prints its zone line alone."""
+        self.assertEqual(self.run_("dkim", "keygen", "example.com"), 0)
+        [key] = self.store().keys()
+        self.assertEqual((key.selector, key.algorithm), (defaultSelector(), "rsa"))
+        self.assertEqual(self.stdout.getvalue(), key.zoneLine() + "\n")
+        self.assertEqual(self.stderr.getvalue(), "")
+        self.assertEqual(stat.S_IMODE(key.path.stat().st_mode), 0o600)
+
+    def test_keygenOptions(self) -> None:
+        """--selector and --algorithm ed25519 are honoured; a second key allows rotation."""
+        self.assertEqual(self.run_("dkim", "keygen", "example.com", "--algorithm", "ed25519"), 0)
+        self.assertEqual(self.run_("dkim", "keygen", "example.com", "--selector", "Rot2"), 0)
+        keys = self.store().keysFor("example.com")
+        self.assertEqual(
+            [(k.selector, k.algorithm) for k in keys],
+            [(defaultSelector("ed25519"), "ed25519"), ("rot2", "rsa")],
+        )
+        self.assertTrue(self.stdout.getvalue().splitlines()[1].startswith("rot2._domainkey."))
+
+    def test_keygenExistingSelector(self) -> None:
+        """An existing selector is one line on stderr and exit 1; the key is kept."""
+        self.run_("dkim", "keygen", "example.com", "--selector", "s1", "--algorithm", "ed25519")
+        before = self.store().keys()[0].path.read_bytes()
+        self.assertEqual(self.run_("dkim", "keygen", "example.com", "--selector", "s1"), 1)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "mta: example.com already has a key with selector s1 "
+            "(choose another with --selector)\n",
+        )
+        self.assertEqual(self.store().keys()[0].path.read_bytes(), before)
+
+    def test_keygenBadInput(self) -> None:
+        """A bad domain, selector or algorithm is one line on stderr and exit 1."""
+        for argv in [
+            ("example..com",),
+            ("example.com", "--selector", "a b"),
+            ("example.com", "--algorithm", "dsa"),
+        ]:
+            self.stderr.truncate(0)
+            self.stderr.seek(0)
+            self.assertEqual(self.run_("dkim", "keygen", *argv), 1)
+            self.assertEqual(len(self.stderr.getvalue().splitlines()), 1)
+            self.assertTrue(self.stderr.getvalue().startswith("mta: "))
+        self.assertEqual(self.store().keys(), [])
+
+    def test_keygenNotLocalWarns(self) -> None:
+        """A domain that is not local gets a key and a warning line."""
+        self.assertEqual(self.run_("dkim", "keygen", "other.test", "--algorithm", "ed25519"), 0)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "mta: warning: other.test is not a local domain (see 'domains')\n",
+        )
+        self.assertIn("._domainkey.other.test. IN TXT", self.stdout.getvalue())
+
+    def test_list(self) -> None:
+        """list gives a line per key: domain, selector, algorithm, file, and whether it signs."""
+        store = self.store()
+        old = store.generate("example.com", "s1")
+        os.utime(old.path, ns=(1_000_000_000, 1_000_000_000))
+        new = store.generate("example.com", "s2")
+        ed = store.generate("example.com", "e1", "ed25519")
+        other = store.generate("other.test", "x", "ed25519")
+        self.assertEqual(self.run_("dkim", "list"), 0)
+        self.assertEqual(
+            self.stdout.getvalue().splitlines(),
+            [
+                f"example.com e1 ed25519 {ed.path} signing",
+                f"example.com s1 rsa {old.path} not signing (replaced by s2)",
+                f"example.com s2 rsa {new.path} signing",
+                f"other.test x ed25519 {other.path} signing, not a local domain",
+            ],
+        )
+
+    def test_listSignOff(self) -> None:
+        """With [dkim] sign = false every key is listed as not signing."""
+        self.config.write_text(CONFIG + "[dkim]\nsign = false\n")
+        key = self.store().generate("example.com", "e1", "ed25519")
+        self.assertEqual(self.run_("dkim", "list"), 0)
+        self.assertEqual(
+            self.stdout.getvalue(),
+            f"example.com e1 ed25519 {key.path} not signing ([dkim] sign = false)\n",
+        )
+
+    def test_listEmpty(self) -> None:
+        """With no keys, list prints nothing and succeeds."""
+        self.assertEqual(self.run_("dkim", "list"), 0)
+        self.assertEqual(self.stdout.getvalue(), "")
