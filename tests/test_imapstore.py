@@ -278,3 +278,26 @@ class NotificationTests(_Base):
         self.successResultOf(source.move([1], "Junk"))
         self.assertEqual([r.expunged for r in heardSource], [(1,)])
         self.assertEqual([r.added for r in heardJunk], [(1,)])
+
+
+class ForeignFilesTests(SynchronousTestCase):
+    """
+    Files another server wrote: bare LF messages and Dovecot's subscriptions.
+    """
+
+    def test_withCRLF(self) -> None:
+        """A bare-LF message is served with CRLF; one with CRs is left alone."""
+        from mta.store.imapstore import withCRLF
+
+        self.assertEqual(withCRLF(b"A: b\n\nc\n"), b"A: b\r\n\r\nc\r\n")
+        self.assertEqual(withCRLF(b"A: b\r\n\r\nc\n"), b"A: b\r\n\r\nc\n")
+        self.assertEqual(withCRLF(b"no newline"), b"no newline")
+
+    def test_dovecotSubscriptions(self) -> None:
+        """Dovecot 2.3's format (header, TAB between levels) and ours both read."""
+        from mta.store.imapstore import parseSubscriptions
+
+        self.assertEqual(
+            parseSubscriptions("V\t2\n\nSent\nWork\tProjects\n"), ["Sent", "Work.Projects"]
+        )
+        self.assertEqual(parseSubscriptions("INBOX\nSent\n"), ["INBOX", "Sent"])

@@ -353,12 +353,38 @@ class IMAPMailbox:
         def reading() -> bytes:
             for _ in range(3):
                 try:
-                    return index.body(uid).readSync()
+                    return withCRLF(index.body(uid).readSync())
                 except FileNotFoundError:
                     index.sync()  # renamed by another session meanwhile
             raise KeyError(uid)
 
         return self._run(reading)
+
+
+def withCRLF(data: bytes) -> bytes:
+    """
+    @return: C{data} with CRLF line ends: a file written by another server
+        (Dovecot stores bare LF) is served as IMAP requires (RFC 3501 2.2).
+        Files that already have CRs are served as they are.
+    """
+    if b"\r" in data or b"\n" not in data:
+        return data
+    return data.replace(b"\n", b"\r\n")
+
+
+def parseSubscriptions(text: str) -> list[str]:
+    """
+    Read a C{subscriptions} file: ours (a name per line) or Dovecot 2.3's
+    (C{V<TAB>2}, an empty line, then a name per line with TAB between
+    hierarchy levels).
+
+    @return: the subscribed folder names, in our C{.}-separated form.
+    """
+    lines = text.split("\n")
+    if lines and lines[0].startswith("V\t"):
+        lines = lines[1:]
+        return [line.replace("\t", ".") for line in lines if line]
+    return [line for line in lines if line]
 
 
 class IMAPStore:
@@ -607,7 +633,7 @@ class IMAPStore:
             text = path.read_text("utf-8", "surrogateescape")
         except FileNotFoundError:
             return [INBOX, *DEFAULT_FOLDERS]
-        return [line for line in text.split("\n") if line]
+        return parseSubscriptions(text)
 
     def subscribe(self, user: str, name: str) -> Deferred[None]:
         """

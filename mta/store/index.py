@@ -50,6 +50,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -83,6 +84,9 @@ from mta.store.indexformat import (
     writeDurably,
 )
 from mta.store.maildir import _parseName
+
+#: Dovecot's C{,W=} field: the message's size with CRLF line ends.
+_WIRE_SIZE = re.compile(r",W=(\d+)(?:,|$)")
 
 
 class FolderIndex:
@@ -207,9 +211,14 @@ class FolderIndex:
             is gone.  The arrival time (which orders new UIDs) is the one
             in its name, else its mtime; the internal date is its mtime, as
             Dovecot and Courier have it (an APPEND with a date sets it, and
-            so does L{append}); the size is the name's C{S=}, else C{stat}'s.
+            so does L{append}); the size is the name's C{W=} (Dovecot's size
+            with CRLF line ends, what IMAP serves), else its C{S=}, else
+            C{stat}'s.
         """
         _, size, when = _parseName(name)
+        wire = _WIRE_SIZE.search(name.split(":2,", 1)[0])
+        if wire is not None:
+            size = int(wire.group(1))
         try:
             st = os.stat(self.folder / sub / name)
         except FileNotFoundError:
@@ -444,7 +453,9 @@ class FolderIndex:
         with self._lock:
             self._ensureLoaded()
             entry = self._entries[uid]
-            return MessageBody(str(self.folder / entry.sub / entry.name), 0, entry.size)
+            # The file's own size: a Maildir written by another server may
+            # store bare LF line ends, smaller than the size IMAP shows.
+            return MessageBody.fromFile(str(self.folder / entry.sub / entry.name))
 
     def changedSince(self, modseq: int) -> list[MessageInfo]:
         """

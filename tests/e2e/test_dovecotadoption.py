@@ -342,11 +342,6 @@ class DovecotAdoptionTests(TestCase):
             self.assertEqual(view.messages[messageID].size, was.size, messageID)
         self.assertEqual(fetched[1][0][1], message("in1"))
 
-    test_textAsDovecotServedIt.todo = (  # type: ignore[attr-defined]
-        "mta serves a Maildir file's bytes as they are: bare LF, and RFC822.SIZE "
-        "is the LF size (not yet fixed: mta/imap and mta/store/imapstore)"
-    )
-
     @inlineCallbacks
     def test_subscriptions(self) -> Any:
         """
@@ -365,8 +360,3 @@ class DovecotAdoptionTests(TestCase):
         _, lines = yield deferToThread(run)
         names = sorted(line.rsplit(b" ", 1)[1].decode() for line in lines)
         self.assertEqual(names, ["Archive", "Sent"])
-
-    test_subscriptions.todo = (  # type: ignore[attr-defined]
-        "mta reads the user's subscriptions file as one name per line, so "
-        "Dovecot's header line shows up as a folder (not yet fixed: mta/store/imapstore)"
-    )
