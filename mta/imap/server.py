@@ -335,6 +335,21 @@ class IMAPServer(MailboxCommands, MessageCommands):
 
     def _refused(self, error: CommandError) -> None:
         code = wire.ResponseCode(error.code) if error.code else None
+        waiting = ("IDLE", self._idleTag) if self.idling else None
+        if self._sasl is not None:
+            waiting = ("AUTHENTICATE", self._sasl[0])
+        if waiting is not None:
+            # The raw line IDLE or AUTHENTICATE was waiting for was refused
+            # (too long): it ends that command, under the command's tag.
+            name, tag = waiting
+            self.idling, self._idleTag, self._sasl = False, "", None
+            line = wire.tagged(tag, error.status, error.message, code)
+            if error.closeConnection:
+                self.write(line)
+                self.closeWith(wire.untaggedStatus("BYE", "Input out of step"))
+            else:
+                self._finish(Command(tag, name, False, NO_ARGUMENTS), line)
+            return
         if error.tag == "*":
             self.write(wire.untaggedStatus(error.status, error.message, code))
         else:
