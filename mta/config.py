@@ -126,6 +126,20 @@ class DNSConfig:
 
 
 @dataclass(frozen=True)
+class ChecksConfig:
+    """
+    C{[checks]}: mail authentication of inbound mail on the MX listener,
+    each C{"off"}, C{"check"} (write the Authentication-Results header
+    only) or C{"enforce"} (also refuse or file into Junk, see
+    L{mta.policy.authresults}).
+    """
+
+    spf: str = "check"
+    dkim: str = "check"
+    dmarc: str = "enforce"
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     """
     C{[limits]}: what one client may do.  Defaults follow Postfix and Dovecot.
@@ -211,6 +225,7 @@ class Config:
     domains: tuple[str, ...]
     listen: ListenConfig
     tls: TLSConfig = field(default_factory=TLSConfig)
+    checks: ChecksConfig = field(default_factory=ChecksConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
     dns: DNSConfig = field(default_factory=DNSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -529,6 +544,16 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
     dns = DNSConfig(nameservers=s.get("nameservers", _nameservers, ()))
     s.finish()
 
+    s = top.sub("checks")
+    mode = _choice("off", "check", "enforce")
+    c = ChecksConfig()
+    checks = ChecksConfig(
+        spf=s.get("spf", mode, c.spf),
+        dkim=s.get("dkim", mode, c.dkim),
+        dmarc=s.get("dmarc", mode, c.dmarc),
+    )
+    s.finish()
+
     s = top.sub("limits")
     dl = LimitsConfig()
     limitTypes: dict[str, Callable[[Any], Any]] = {
@@ -568,6 +593,7 @@ def _build(data: dict[str, Any], source: str, base: Path) -> Config:
         domains=domains,
         listen=listen,
         tls=tls,
+        checks=checks,
         relay=relay,
         dns=dns,
         limits=limits,

@@ -6,6 +6,7 @@ The service tree::
 
     MultiService "mta"
     |- BlockingRunner "io"            thread pool for fsync, files, argon2
+    |- BlockingRunner "checks"        thread pool for SPF and DKIM of inbound mail
     |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
@@ -44,7 +45,8 @@ from mta.dkimkeys import KeyStore
 from mta.dns import makeResolver
 from mta.errors import ConfigError
 from mta.imap.server import IMAPFactory
-from mta.interfaces import IBlockingRunner
+from mta.interfaces import IBlockingRunner, IDNSResolver
+from mta.policy.authresults import InboundChecks
 from mta.policy.chain import smtpPolicy
 from mta.policy.dkimsign import SIGNED_HEADERS, DKIMSigner, LoadedKeys
 from mta.pop3.server import POP3Factory
@@ -73,6 +75,9 @@ DELIVERY_LINGER = 0.005
 GC_THRESHOLD = 10_000
 #: How many fsyncs of one batch (queue or Maildir) may run at once.
 SYNC_THREADS = 8
+#: Threads for SPF and DKIM checks of inbound mail (pyspf and dkimpy
+#: block on DNS and crypto).
+CHECK_THREADS = 8
 #: How often the certificate files are checked for changes.
 TLS_RELOAD_INTERVAL = 60.0
 
@@ -230,9 +235,14 @@ def buildService(config: Config, reactor: Any) -> MailServer:
         raise
 
 
-def buildRelay(config: Config, reactor: Any, runner: IBlockingRunner) -> RelayDelivery:
+def buildRelay(
+    config: Config, reactor: Any, runner: IBlockingRunner, resolver: IDNSResolver | None = None
+) -> RelayDelivery:
     """
     The relay target: MX delivery through C{[dns]}, or the smarthost.
+
+    @param resolver: the server's one resolver (made from C{[dns]} when
+        not given).
 
     @raise ConfigError: the smarthost password file cannot be read.
     """
@@ -261,7 +271,9 @@ def buildRelay(config: Config, reactor: Any, runner: IBlockingRunner) -> RelayDe
     def connect(host: Host, ip: str, port: int, policy: ClientPolicy) -> Any:
         return connectSMTP(reactor, (ip, port), host.name, policy, relay.source_address, context)
 
-    finder = MXFinder(makeResolver(config.dns, reactor), [config.hostname], relay.address_family)
+    if resolver is None:
+        resolver = makeResolver(config.dns, reactor)
+    finder = MXFinder(resolver, [config.hostname], relay.address_family)
     return RelayDelivery(
         finder=finder,
         connect=connect,
@@ -302,7 +314,9 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         spool = Spool(config.data_dir / "queue", runner, sync, reactor.callFromThread)
     except OSError as e:
         raise _queueUnusable(config.data_dir / "queue", e) from None
-    relay = buildRelay(config, reactor, runner)
+    # The one resolver: the relay's MX lookups and the inbound checks.
+    resolver = makeResolver(config.dns, reactor)
+    relay = buildRelay(config, reactor, runner, resolver)
     router = Router(config.domains, LocalDelivery(directory, store), relay)
     queue = QueueManager(
         spool,
@@ -354,6 +368,12 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
+    # Mail authentication of inbound mail waits on DNS: a pool of its own,
+    # so that slow lookups never hold up the fsyncs of the io pool.
+    checksRunner = BlockingRunner(reactor, CHECK_THREADS, name="checks")
+    checksRunner.setName("checks")
+    checksRunner.setServiceParent(top)
+    inbound = InboundChecks(config.hostname, config.checks, resolver, reactor, checksRunner)
     # Every SMTP listener asks the same checks; DKIM signing last.
     policy = smtpPolicy(
         directory,
@@ -361,6 +381,7 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits,
         reactor,
         signer=buildSigner(config, runner),
+        inbound=inbound,
     )
 
     def smtp(mode: Mode) -> SMTPFactory:

@@ -12,6 +12,7 @@ accepting checks add at end of data are put on top of the message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -53,11 +54,17 @@ class Verdict:
     @ivar junk: at end of data, deliver the accepted message to local
         recipients' Junk folder rather than their INBOX (DMARC
         p=quarantine).
+    @ivar stripHeaders: at end of data, C{(name, first word)} pairs: the
+        header fields of the message called C{name} whose value starts
+        with that word (case aside) are removed before it is queued
+        (forged C{Authentication-Results} claiming our authserv-id,
+        RFC 8601 section 5).  See L{stripHeaderFields}.
     """
 
     reply: Reply | None = None
     headers: tuple[str, ...] = ()
     junk: bool = False
+    stripHeaders: tuple[tuple[str, str], ...] = ()
 
     @property
     def accepted(self) -> bool:
@@ -65,6 +72,40 @@ class Verdict:
         @return: whether the step may go on.
         """
         return self.reply is None
+
+
+_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:[ \t]*(?:\r\n[ \t]+)?(\([^)]*\)\s*)?([^\s;(]*)")
+
+
+def stripHeaderFields(data: bytes, strip: Iterable[tuple[str, str]]) -> bytes:
+    """
+    Remove header fields from the head of a message.
+
+    @param data: the message (CRLF line ends).
+    @param strip: C{(name, first word)} pairs: a field goes when its name
+        is C{name} and the first word of its value (after an optional
+        comment) is C{first word}, both compared without regard to case.
+    @return: C{data} without those fields (folded lines and all).
+    """
+    wanted = {(n.lower(), w.lower()) for n, w in strip}
+    if not wanted:
+        return data
+    end = data.find(b"\r\n\r\n")
+    head, rest = (data[: end + 2], data[end + 2 :]) if end >= 0 else (data, b"")
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(b"\r\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        m = _FIELD.match(line)
+        key = (m.group(1), m.group(3)) if m else (b"", b"")
+        name, word = (k.decode("ascii", "replace").lower() for k in key)
+        dropping = (name, word) in wanted
+        if not dropping:
+            kept.append(line)
+    return b"".join(line + b"\r\n" for line in kept) + rest
 
 
 #: The answer of a check that has nothing against a step.
@@ -184,15 +225,17 @@ def _askFrom(
     """
     headers = sofar.headers
     junk = sofar.junk
+    strip = sofar.stripHeaders
     while checks:
         answer = ask(checks.pop(0))
         if isinstance(answer, Deferred):
-            return answer.addCallback(_continue, checks, ask, Verdict(None, headers, junk))
+            return answer.addCallback(_continue, checks, ask, Verdict(None, headers, junk, strip))
         if not answer.accepted:
             return answer
         headers += answer.headers
         junk = junk or answer.junk
-    return Verdict(None, headers, junk) if headers or junk else ACCEPT
+        strip += answer.stripHeaders
+    return Verdict(None, headers, junk, strip) if headers or junk or strip else ACCEPT
 
 
 def _continue(
@@ -200,7 +243,12 @@ def _continue(
 ) -> Verdict | Deferred[Verdict]:
     if not answer.accepted:
         return answer
-    merged = Verdict(None, sofar.headers + answer.headers, sofar.junk or answer.junk)
+    merged = Verdict(
+        None,
+        sofar.headers + answer.headers,
+        sofar.junk or answer.junk,
+        sofar.stripHeaders + answer.stripHeaders,
+    )
     return _askFrom(checks, ask, merged)
 
 
@@ -211,4 +259,5 @@ __all__ = [
     "Session",
     "Verdict",
     "refuse",
+    "stripHeaderFields",
 ]

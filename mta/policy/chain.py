@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from mta.config import IPNetwork, LimitsConfig
 from mta.interfaces import IPolicyCheck, IUserDirectory
+from mta.policy.authresults import InboundChecks
 from mta.policy.base import PolicyChain
 from mta.policy.limits import SenderRateLimit
 from mta.policy.relayaccess import RelayAccess
@@ -24,19 +25,26 @@ def smtpPolicy(
     limits: LimitsConfig,
     clock: IReactorTime,
     signer: IPolicyCheck | None = None,
+    inbound: InboundChecks | None = None,
 ) -> PolicyChain:
     """
     @param signer: the DKIM signer (L{mta.policy.dkimsign.DKIMSigner}),
         or C{None} to sign nothing.
+    @param inbound: what the mail authentication of inbound mail (SPF,
+        DKIM, DMARC: L{mta.policy.authresults}) needs, or C{None} to
+        check nothing.
     @return: relay access, then the authenticated sender's rate, then
-        sender ownership; the mail authentication checks will join here.
-        The signer comes last, after every check that adds headers.
+        sender ownership, then mail authentication.  The signer comes
+        last, after every check that adds headers.
     """
+    relay = RelayAccess(directory, trustedNetworks)
     checks: list[IPolicyCheck] = [
-        RelayAccess(directory, trustedNetworks),
+        relay,
         SenderRateLimit(clock, limits.messages_per_hour),
         SenderOwnership(directory),
     ]
+    if inbound is not None:
+        checks.append(inbound.build(relay.isTrusted))
     if signer is not None:
         checks.append(signer)
     return PolicyChain(checks)

@@ -41,7 +41,7 @@ from mta.envelope import Address, Envelope, Recipient
 from mta.errors import Reply
 from mta.interfaces import ILoginService, IMessageSink, IPolicyCheck, IUserDirectory
 from mta.logs import logLine
-from mta.policy.base import Session, Verdict
+from mta.policy.base import Session, Verdict, stripHeaderFields
 from mta.protocol import LineCommandProtocol
 from mta.sasl import (
     MECHANISMS,
@@ -648,6 +648,9 @@ class SMTPServer(LineCommandProtocol[Reply]):
         if verdict.reply is not None:
             self._logTransaction(t, len(body), verdict.reply)
             return succeed(verdict.reply)
+        if verdict.stripHeaders:
+            # Forged Authentication-Results claiming to be ours (RFC 8601 5).
+            body = stripHeaderFields(body, verdict.stripHeaders)
         added = "".join(f"{h}\r\n" for h in verdict.headers).encode("utf-8", "surrogateescape")
         data = self._traceHeaders(t) + added + body
         if verdict.junk:
