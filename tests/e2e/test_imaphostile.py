@@ -22,7 +22,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from mta.config import LimitsConfig
+from mta.config import LimitsConfig, loadConfig
 from tests.e2e.harness import RunningServer, startServer, testConfig
 from tests.e2e.test_mail import PASSWORD, insecureContext
 
@@ -239,6 +239,24 @@ class HostileIMAPTests(TestCase):
         self.assertRegex(auth[1], rb"^L OK ")
 
     @inlineCallbacks
+    def test_commandsPipelinedAfterStarttls(self) -> Any:
+        """Plaintext pipelined after STARTTLS is dropped, never run as if sent under TLS (CVE-2011-0411)."""
+
+        def abuse() -> tuple[bytes, bytes]:
+            s = connect(self.port)
+            s.sendall(b"s STARTTLS\r\n" + LOGIN + b"x SELECT INBOX\r\n")
+            started = readLine(s)
+            t = insecureContext().wrap_socket(s)
+            t.sendall(b"y NOOP\r\nz LOGOUT\r\n")
+            after = readAll(t)
+            t.close()
+            return started, after
+
+        started, after = yield deferToThread(abuse)
+        self.assertRegex(started, rb"^s OK ")
+        self.assertRegex(after, rb"^y OK [^\r\n]*\r\n\* BYE [^\r\n]*\r\nz OK [^\r\n]*\r\n\Z")
+
+    @inlineCallbacks
     def test_deepNesting(self) -> Any:
         """10,000 nested parentheses in SEARCH, FETCH and APPEND flags get BAD, and the session goes on."""
 
@@ -372,9 +390,14 @@ class AutologoutTests(TestCase):
 
     @inlineCallbacks
     def test_idleSessionsLoggedOut(self) -> Any:
-        """With imap_idle at 2 s: an idle logged-in session, one never logged in and one that went quiet mid-command all get * BYE and the close; a busy one is kept."""
-        limits = replace(LimitsConfig(), imap_idle=2.0)
-        config = testConfig(Path(self.mktemp()).absolute(), limits=limits)
+        """With imap_idle = "2s" in the config: an idle logged-in session, one never logged in, one quiet mid-literal and one in IDLE all get * BYE and the close; a busy one is kept."""
+        top = Path(self.mktemp()).absolute()
+        top.mkdir(parents=True)
+        (top / "mta.toml").write_text(
+            'domains = ["example.com"]\n[limits]\nimap_idle = "2s"\nconnections_per_ip = 5\n'
+        )
+        limits = loadConfig(top / "mta.toml").limits
+        config = testConfig(top / "data", limits=limits)
         server: RunningServer = yield startServer(self, config)
         yield deferToThread(server.addUser, USER, PASSWORD)
         port = server.ports["imap"]
@@ -397,6 +420,13 @@ class AutologoutTests(TestCase):
             finally:
                 s.close()
 
+        def idling() -> socket.socket:
+            s = login(port)
+            s.sendall(b"w SELECT INBOX\r\ni IDLE\r\n")
+            readUntil(s, b"w")
+            assert readLine(s).startswith(b"+ ")
+            return s
+
         def halfCommand() -> socket.socket:
             s = login(port)
             s.sendall(b"a APPEND INBOX {10}\r\n")
@@ -409,11 +439,56 @@ class AutologoutTests(TestCase):
                 deferToThread(lambda: idle(login(port))),
                 deferToThread(lambda: idle(connect(port))),
                 deferToThread(lambda: idle(halfCommand())),
+                deferToThread(lambda: idle(idling())),
                 deferToThread(busy),
             ]
         )
-        for data, elapsed in results[:3]:
+        for data, elapsed in results[:4]:
             self.assertRegex(data, rb"^\* BYE [^\r\n]*\r\n\Z")
             self.assertGreater(elapsed, 1.0)
             self.assertLess(elapsed, 10.0)
-        self.assertRegex(results[3], rb"^\* BYE [^\r\n]*\r\no OK ")
+        self.assertRegex(results[4], rb"^\* BYE [^\r\n]*\r\no OK ")
+
+
+class ConnectionLimitTests(TestCase):
+    """
+    One address cannot hold more than C{[limits] connections_per_ip}.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_perAddressLimit(self) -> Any:
+        """With connections_per_ip = 3 the fourth IMAP connection gets * BYE and the close; once one closes, a new one is served."""
+        limits = replace(LimitsConfig(), connections_per_ip=3)
+        config = testConfig(Path(self.mktemp()).absolute(), limits=limits)
+        server: RunningServer = yield startServer(self, config)
+        yield deferToThread(server.addUser, USER, PASSWORD)
+        port = server.ports["imap"]
+
+        def run() -> tuple[bytes, bytes]:
+            held = [login(port) for _ in range(3)]
+            try:
+                extra = socket.create_connection(("127.0.0.1", port), timeout=20)
+                refused = readAll(extra)
+                extra.close()
+                held.pop().close()
+                deadline = time.monotonic() + 10
+                while True:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+                    greeting = readLine(s) if time.monotonic() < deadline else b""
+                    if not greeting.startswith(b"* BYE"):
+                        break
+                    s.close()
+                    time.sleep(0.05)
+                s.sendall(LOGIN)
+                served = readUntil(s, b"L")[-1]
+                s.close()
+                return refused, served
+            finally:
+                for s in held:
+                    s.close()
+
+        refused, served = yield deferToThread(run)
+        self.assertRegex(refused, rb"^\* BYE [^\r\n]*\r\n\Z")
+        self.assertTrue(served.startswith(b"L OK "), served)
