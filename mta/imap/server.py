@@ -199,6 +199,10 @@ class IMAPServer(MailboxCommands, MessageCommands):
         self._producing = False
 
     def _limits(self) -> Limits:
+        if self.state is State.NOT_AUTHENTICATED:
+            # APPEND cannot run before login: its literal gets no more room
+            # than any other, so no one buffers megabytes unauthenticated.
+            return Limits(maxAppendSize=Limits().maxLiteralSize)
         return Limits(maxAppendSize=self.factory.limits.message_size)
 
     # -- connection --------------------------------------------------------------------
@@ -556,6 +560,7 @@ class IMAPServer(MailboxCommands, MessageCommands):
             return b""
         self.state = State.AUTHENTICATED
         self.user = address
+        self.reader.limits = self._limits()
         self._armTimer()
         return self.ok(command, "Logged in", wire.capabilityCode(self.capabilities()))
 

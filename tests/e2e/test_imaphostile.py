@@ -329,7 +329,7 @@ class HostileIMAPTests(TestCase):
 
     @inlineCallbacks
     def test_literalPastTheLimit(self) -> Any:
-        """A literal past its limit: NO [TOOBIG] instead of "+" for {n} (the session goes on), BAD [TOOBIG] and the close for {n+}; nothing is stored."""
+        """A literal past its limit (APPEND's before login: the ordinary one): NO [TOOBIG] instead of "+" for {n} (the session goes on), BAD [TOOBIG] and the close for {n+}; nothing is stored."""
 
         def abuse() -> tuple[list[bytes], bytes, bytes]:
             s = login(self.port)
@@ -340,7 +340,11 @@ class HostileIMAPTests(TestCase):
             s.close()
             s = connect(self.port)
             s.sendall(b"c LOGIN {100000}\r\n")
-            loginRefused = readLine(s)
+            loginRefused = [readLine(s)]
+            # Before login, APPEND's literal is held to the ordinary limit:
+            # no megabytes buffered for a command that cannot run.
+            s.sendall(b"u APPEND INBOX {%d}\r\n" % (MESSAGE_SIZE // 2))
+            loginRefused.append(readLine(s))
             s.close()
             s = login(self.port)
             s.sendall(b"d APPEND INBOX {%d+}\r\n" % (MESSAGE_SIZE + 1) + b"x" * 65536)
@@ -351,7 +355,8 @@ class HostileIMAPTests(TestCase):
         refused, loginRefused, closed = yield deferToThread(abuse)
         self.assertRegex(refused[0], rb"^a NO \[TOOBIG\] ")
         self.assertRegex(refused[-1], rb"^b OK ")
-        self.assertRegex(loginRefused, rb"^c NO \[TOOBIG\] ")
+        self.assertRegex(loginRefused[0], rb"^c NO \[TOOBIG\] ")
+        self.assertRegex(loginRefused[1], rb"^u NO \[TOOBIG\] ")
         self.assertRegex(closed, rb"^d BAD \[TOOBIG\] [^\r\n]*\r\n\* BYE [^\r\n]*\r\n\Z")
         self.assertEqual(self.mailFiles(), {"cur": [], "new": [], "tmp": []})
 
