@@ -247,3 +247,26 @@ class ParallelSyncTests(SynchronousTestCase):
         [errors] = called
         self.assertEqual(errors[:3], [None, None, None])
         self.assertIsInstance(errors[3], OSError)
+
+    def test_failingCallbackLogged(self) -> None:
+        """
+        A C{then} that raises, against its contract, is logged rather than
+        lost in the pool's future.
+        """
+        sync = ParallelSync(2)
+        self.addCleanup(sync.stopService)
+        called = threading.Event()
+
+        def then(errors: list[OSError | None]) -> None:
+            called.set()
+            raise RuntimeError("broken callback")
+
+        sync.syncAllThen(self.fds(2), os.fsync, [], then)
+        self.assertTrue(called.wait(10))
+        sync.stopService()
+        for _ in range(1000):
+            if self.flushLoggedErrors(RuntimeError):
+                break
+            threading.Event().wait(0.01)
+        else:
+            self.fail("the callback's error was not logged")
