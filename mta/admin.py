@@ -275,6 +275,58 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dns(args: argparse.Namespace) -> int:
+    """
+    C{mta dns DOMAIN [--json] [--ip ADDRESS]}: check the records DOMAIN
+    needs in DNS (L{mta.dnsdoctor}), asking the servers of C{[dns]
+    nameservers}; exit 1 when one is missing or wrong.
+    """
+    import ipaddress
+
+    from twisted.internet.task import react
+
+    from mta.dkimkeys import KeyStore
+    from mta.dns import makeResolver
+    from mta.dnsdoctor import ServerFacts, diagnose, exitStatus, renderJSON, renderText
+
+    config = _config(args)
+    domain = args.domain.strip().rstrip(".").lower()
+    if not domain:
+        raise ValueError("dns: no domain given")
+    ip = ""
+    if args.ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(args.ip.strip()))
+        except ValueError:
+            raise ValueError(f"--ip {args.ip}: not an IP address") from None
+    facts = ServerFacts(
+        hostname=config.hostname,
+        sourceAddress=config.relay.source_address,
+        ip=ip,
+        dkimKeys=KeyStore(config.data_dir).keysFor(domain),
+    )
+    outcome: list[Any] = []
+
+    def run(reactor: Any) -> Any:
+        resolver = makeResolver(config.dns, reactor)
+        return diagnose(resolver, domain, facts).addBoth(outcome.append)
+
+    try:
+        react(run)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    [findings] = outcome
+    if not isinstance(findings, list):
+        findings.raiseException()
+    if args.json:
+        print(renderJSON(findings))
+    else:
+        for line in renderText(domain, findings, sys.stdout.encoding):
+            print(line)
+    return exitStatus(findings)
+
+
 def _queueControl(args: argparse.Namespace) -> tuple[Config, ControlRequests]:
     """
     @return: the config, and the lock and socket of its queue.
@@ -504,6 +556,23 @@ def _addCheckCommand(commands: argparse._SubParsersAction[_Parser]) -> None:
     _command(commands, "check", _check, "validate the config; exit 1 on error")
 
 
+def _addDNSCommand(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """
+    Register C{mta dns DOMAIN [--json] [--ip ADDRESS]}.
+    """
+    parser = _command(
+        commands, "dns", _dns, "check the DNS records a domain needs; exit 1 if one is wrong"
+    )
+    parser.add_argument("domain", metavar="DOMAIN")
+    parser.add_argument("--json", action="store_true", help="print JSON, for monitoring")
+    parser.add_argument(
+        "--ip",
+        metavar="ADDRESS",
+        help="this server's public address, when [relay] source_address is not set "
+        "and the hostname does not resolve to it",
+    )
+
+
 def _buildParser() -> _Parser:
     """
     @return: the parser for the whole command line.
@@ -520,6 +589,7 @@ def _buildParser() -> _Parser:
     _addDKIMCommands(commands)
     _addQueueCommands(commands)
     _addCheckCommand(commands)
+    _addDNSCommand(commands)
     return parser
 
 
