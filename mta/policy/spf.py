@@ -14,6 +14,7 @@ apply and pyspf's own (dnspython, system resolver) path is never taken.
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -166,6 +167,17 @@ def _lookupsThrough(lookups: BlockingLookups) -> Iterator[None]:
         _thread.lookups = None
 
 
+def _localPartText(local: str) -> str:
+    """
+    @return: the text of a local part in its written form: a quoted
+        string without its quotes and quoted pairs (C{"a\\"b"} is
+        C{a"b}); a dot-string as it is.
+    """
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", local[1:-1])
+    return local
+
+
 def _isDomainName(name: str) -> bool:
     return "." in name and not name.startswith("[") and _reverseNameToIP(name) is None
 
@@ -196,6 +208,13 @@ def checkSPF(
     query = spf.query(
         i=ip, s=envelopeSender, h=helo, receiver=receiver, timeout=CHECK_TIME, querytime=CHECK_TIME
     )
+    if not sender.isNull:
+        # pyspf splits the sender at its first "@", which for a quoted
+        # local part holding one ("a@x.test"@example.com) checks a domain
+        # that is not the sender's; and %{l} is the local part's text,
+        # without the quotes of its written form.
+        query.l = _localPartText(sender.local)
+        query.o = query.d = domain
     with _lookupsThrough(lookups):
         result, _, explanation = query.check()
     if result not in RESULTS:
