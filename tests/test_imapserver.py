@@ -351,6 +351,19 @@ class MailboxTests(IMAPTestCase):
         answer = self.send(b"a APPEND Nope {2+}\r\nhi")
         self.assertEqual(answer, b"a NO [TRYCREATE] Mailbox does not exist\r\n")
 
+    def test_appendZeroBytes(self) -> None:
+        """An empty APPEND ({0} or {0+}) is NO, as Dovecot answers it, and stores nothing."""
+        self.loggedIn()
+        self.assertEqual(self.send(b"a APPEND INBOX {0}"), b"+ Ready\r\n")
+        self.assertEqual(self.send(b""), b"a NO Can't save a zero byte message\r\n")
+        answer = self.send(b"b APPEND INBOX (\\Seen) {0+}\r\n")
+        self.assertEqual(answer, b"b NO Can't save a zero byte message\r\n")
+        directory = folderDirectory(userDirectory(mailRootOf(self.dataDir), USER), "INBOX")
+        self.assertEqual(
+            [os.listdir(directory / sub) for sub in ("cur", "new", "tmp")], [[], [], []]
+        )
+        self.assertIn(b"* STATUS INBOX (MESSAGES 0)", self.send(b"s STATUS INBOX (MESSAGES)"))
+
 
 class MessageTests(IMAPTestCase):
     """

@@ -324,10 +324,13 @@ class MailboxCommands(Session):
     @inlineCallbacks
     def cmd_APPEND(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
         """
-        Add a message to a mailbox, with flags and a date.
+        Add a message to a mailbox, with flags and a date; an empty one is
+        refused, as Dovecot does (a zero-byte file is no message).
         """
         args = command.arguments
         assert isinstance(args, Append)
+        if not args.message:
+            return self.no(command, "Can't save a zero byte message")
         try:
             mailbox = yield self.factory.store.openFolder(self.user, storeName(args.mailbox))
         except NoSuchFolder:
