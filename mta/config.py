@@ -155,6 +155,8 @@ class LimitsConfig:
         IMAP session is dropped (RFC 3501: at least 30 minutes).
     @ivar connections: simultaneous connections per listener.
     @ivar connections_per_ip: simultaneous connections from one address.
+    @ivar imap_connections_per_user: simultaneous logged-in IMAP sessions
+        of one user, from any address, over imap and imaps together.
     @ivar auth_failures: failed logins on one connection before hanging up.
     @ivar login_delay_after: failures from one IP before answers slow down.
     @ivar login_block_after: failures from one IP before logins are refused.
@@ -173,6 +175,7 @@ class LimitsConfig:
     imap_idle: float = 1800.0
     connections: int = 1000
     connections_per_ip: int = 50
+    imap_connections_per_user: int = 20
     auth_failures: int = 3
     login_delay_after: int = 3
     login_block_after: int = 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,6 +74,7 @@ class IMAPTestCase(SynchronousTestCase):
 
     peer = LOOPBACK
     serial = 0
+    limits = LimitsConfig()
 
     def setUp(self) -> None:
         self.clock = Clock()
@@ -82,7 +84,7 @@ class IMAPTestCase(SynchronousTestCase):
         self.store = IMAPStore(mailRootOf(self.dataDir), SynchronousRunner())
         self.login = FakeLogin({USER: PASSWORD})
         self.factory = IMAPFactory(
-            self.login, self.store, _FakeTLS(), "imap.example.com", LimitsConfig(), self.clock
+            self.login, self.store, _FakeTLS(), "imap.example.com", self.limits, self.clock
         )
         self.transport, self.server = self.connect()
 
@@ -244,6 +246,103 @@ class GreetingTests(IMAPTestCase):
         answer = self.send(b"a NOOP " + b"x" * 70000)
         self.assertIn(b"a BAD [TOOBIG]", answer)
         self.assertEqual(self.send(b"b NOOP"), b"b OK NOOP completed\r\n")
+
+
+class UserConnectionTests(IMAPTestCase):
+    """
+    C{[limits] imap_connections_per_user}: logged-in sessions per user,
+    counted on the factory (so over imap and imaps together).
+    """
+
+    limits = replace(LimitsConfig(), imap_connections_per_user=2)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.login.passwords["bob@example.com"] = "hunter2"
+        self.others = [self.connect() for _ in range(2)]
+
+    def loginAs(
+        self, connection: tuple[TLSTransport, IMAPServer], user: bytes = b"alice@example.com"
+    ) -> bytes:
+        transport, server = connection
+        password = b"hunter2" if user.startswith(b"bob") else PASSWORD.encode()
+        return self.send(b"a LOGIN " + user + b" " + password, server, transport)
+
+    def full(self) -> None:
+        """Log alice in twice, on C{self.others}."""
+        for connection in self.others:
+            self.assertIn(b"a OK", self.loginAs(connection))
+        self.assertEqual(self.factory.userConnections.count(USER), 2)
+
+    def test_loginOverLimit(self) -> None:
+        """A third LOGIN is NO [LIMIT]; the connection stays open and unauthenticated."""
+        self.full()
+        answer = self.send(b"a LOGIN alice@example.com secret")
+        self.assertEqual(answer, b"a NO [LIMIT] Too many connections for this user\r\n")
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.send(b"s SELECT INBOX"), b"s BAD SELECT not allowed now\r\n")
+        self.assertIn(b"AUTH=PLAIN", self.send(b"c CAPABILITY"))
+        self.assertEqual(self.factory.userConnections.count(USER), 2)
+
+    def test_authenticateOverLimit(self) -> None:
+        """AUTHENTICATE PLAIN over the limit is NO [LIMIT] too."""
+        self.full()
+        response = base64.b64encode(b"\0alice@example.com\0secret")
+        answer = self.send(b"a AUTHENTICATE PLAIN " + response)
+        self.assertEqual(answer, b"a NO [LIMIT] Too many connections for this user\r\n")
+
+    def test_notAFailedLogin(self) -> None:
+        """Refusals for the limit never count as failed logins: the connection is not hung up."""
+        self.full()
+        for _ in range(self.limits.auth_failures + 1):
+            self.assertIn(b"NO [LIMIT]", self.send(b"a LOGIN alice@example.com secret"))
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_wrongPasswordAtLimit(self) -> None:
+        """A wrong password at the limit is AUTHENTICATIONFAILED: the count shows to no one without it."""
+        self.full()
+        answer = self.send(b"a LOGIN alice@example.com wrong")
+        self.assertEqual(answer, b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n")
+
+    def test_perUser(self) -> None:
+        """Another user is not held to alice's count."""
+        self.full()
+        self.assertIn(b"a OK", self.loginAs((self.transport, self.server), b"bob@example.com"))
+        self.assertEqual(self.factory.userConnections.count("bob@example.com"), 1)
+
+    def test_logoutFrees(self) -> None:
+        """LOGOUT frees the slot at once, and the close that follows frees nothing more."""
+        self.full()
+        transport, server = self.others[0]
+        self.send(b"z LOGOUT", server, transport)
+        self.assertEqual(self.factory.userConnections.count(USER), 1)
+        server.connectionLost()
+        self.assertEqual(self.factory.userConnections.count(USER), 1)
+        self.assertIn(b"a OK", self.send(b"a LOGIN alice@example.com secret"))
+        self.assertEqual(self.factory.userConnections.count(USER), 2)
+
+    def test_dropFrees(self) -> None:
+        """A connection that drops frees its slot."""
+        self.full()
+        self.others[1][1].connectionLost()
+        self.assertIn(b"a OK", self.send(b"a LOGIN alice@example.com secret"))
+
+    def test_autologoutFrees(self) -> None:
+        """The autologout frees the slots of the sessions it ends."""
+        self.full()
+        self.clock.advance(self.limits.imap_idle + 1)
+        self.assertEqual(self.factory.userConnections.count(USER), 0)
+
+    def test_retryAfterRefusal(self) -> None:
+        """The refused connection logs in once a slot is free, and is counted then."""
+        self.full()
+        self.assertIn(b"NO [LIMIT]", self.send(b"a LOGIN alice@example.com secret"))
+        transport, server = self.others[0]
+        self.send(b"z LOGOUT", server, transport)
+        self.assertIn(b"a OK", self.send(b"a LOGIN alice@example.com secret"))
+        self.assertEqual(self.factory.userConnections.count(USER), 2)
+        self.server.connectionLost()
+        self.assertEqual(self.factory.userConnections.count(USER), 1)
 
 
 class MailboxTests(IMAPTestCase):

@@ -18,6 +18,13 @@ Rules the RFCs leave open, as Dovecot does them:
     [PRIVACYREQUIRED]}.
   - After C{limits.auth_failures} failed logins the connection is closed;
     a throttled address gets C{NO [UNAVAILABLE]} and the close at once.
+  - A user logged in C{limits.imap_connections_per_user} times (from any
+    address, over imap and imaps together) is refused one more with
+    C{NO [LIMIT]} (RFC 5530) after the password checked out, so nobody
+    without it learns or takes a slot.  The connection stays open and
+    unauthenticated: the client may say so, retry later, or LOGOUT,
+    rather than reconnect at once in a loop as some do after a close.
+    A slot is freed at LOGOUT, the autologout or a drop.
   - The autologout timer is C{limits.imap_idle} (30 minutes) once logged
     in, at most five minutes before; any input re-arms it, and IDLE
     clients re-issue IDLE within it as RFC 2177 asks.
@@ -57,7 +64,7 @@ from mta.imap.parser import (
     Limits,
     ReaderEvent,
 )
-from mta.imap.session import IMAPFactoryBase, Result, State
+from mta.imap.session import IMAPFactoryBase, Result, State, UserConnections
 from mta.interfaces import ILoginService
 from mta.protocol import peerHost
 from mta.sasl import (
@@ -94,6 +101,8 @@ SESSION_CAPABILITIES = (
 ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC"})
 #: The autologout before login.
 PREAUTH_IDLE = 300.0
+#: RFC 5530: an implementation limit, here logged-in sessions per user.
+LIMIT = wire.ResponseCode("LIMIT")
 
 _ANY = frozenset(State) - {State.LOGOUT}
 _NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
@@ -167,6 +176,7 @@ class IMAPFactory(IMAPFactoryBase):
         self.limits = limits
         self.clock = clock
         self.idleTimeout = limits.imap_idle
+        self.userConnections = UserConnections(limits.imap_connections_per_user)
 
     def buildProtocol(self, addr: IAddress | None) -> IMAPServer:
         """
@@ -192,6 +202,7 @@ class IMAPServer(MailboxCommands, MessageCommands):
         self._readPaused = False
         self._timer: IDelayedCall | None = None
         self._authFailures = 0
+        self._counted = False
         self._idleTag = ""
         self._sasl: tuple[str, _Exchange] | None = None
         self._writePaused = False
@@ -228,6 +239,7 @@ class IMAPServer(MailboxCommands, MessageCommands):
         Forget the session: listeners, timer, anything half-received.
         """
         self.disconnecting = True
+        self._releaseUser()
         self.deselect()
         self.reader.connectionLost()
         if self._timer is not None and self._timer.active():
@@ -255,6 +267,7 @@ class IMAPServer(MailboxCommands, MessageCommands):
         self.write(data)
         self.disconnecting = True
         self.state = State.LOGOUT
+        self._releaseUser()
         self.deselect()
         self._releaseDrain()
         if self.transport is not None:
@@ -558,11 +571,28 @@ class IMAPServer(MailboxCommands, MessageCommands):
     def _loggedIn(self, address: str, command: Command) -> bytes:
         if self.disconnecting:
             return b""
+        if not self.factory.userConnections.acquire(address):
+            _log.info(
+                "imap: login of {user} from {peer} refused: {count} sessions already",
+                user=address,
+                peer=self.peer,
+                count=self.factory.userConnections.count(address),
+            )
+            return self.no(command, "Too many connections for this user", LIMIT)
+        self._counted = True
         self.state = State.AUTHENTICATED
         self.user = address
         self.reader.limits = self._limits()
         self._armTimer()
         return self.ok(command, "Logged in", wire.capabilityCode(self.capabilities()))
+
+    def _releaseUser(self) -> None:
+        """
+        Free this session's slot in the per-user count, once.
+        """
+        if self._counted:
+            self._counted = False
+            self.factory.userConnections.release(self.user)
 
     def _loginFailed(self, failure: Failure, command: Command) -> bytes:
         if failure.check(LoginRefused):

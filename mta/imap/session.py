@@ -19,6 +19,7 @@ render EXISTS, RECENT, EXPUNGE (or VANISHED) and FETCH FLAGS.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Generator
 from typing import Any, TypeAlias
 
@@ -71,6 +72,47 @@ def clientName(name: str) -> bytes:
         return wire.astring(name)
 
 
+class UserConnections:
+    """
+    How many logged-in sessions each user has, capped at C{maximum}.
+
+    One registry is shared by every listener whose sessions count against
+    it (the imap and imaps listeners share one factory, and so one
+    registry), so the cap is per user across addresses and ports.
+
+    @ivar maximum: most logged-in sessions of one user.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self._counts: Counter[str] = Counter()
+
+    def acquire(self, user: str) -> bool:
+        """
+        Count one more session of C{user}, unless that would pass the cap.
+
+        @return: whether it was counted; if so, L{release} it later.
+        """
+        if self._counts[user] >= self.maximum:
+            return False
+        self._counts[user] += 1
+        return True
+
+    def release(self, user: str) -> None:
+        """
+        One session of C{user} that L{acquire} counted has ended.
+        """
+        self._counts[user] -= 1
+        if self._counts[user] <= 0:
+            del self._counts[user]
+
+    def count(self, user: str) -> int:
+        """
+        @return: how many logged-in sessions C{user} has.
+        """
+        return self._counts[user]
+
+
 class IMAPFactoryBase(Factory["Session"]):
     """
     What the sessions of one server share (see L{mta.imap.server.IMAPFactory}).
@@ -83,6 +125,7 @@ class IMAPFactoryBase(Factory["Session"]):
     limits: LimitsConfig
     clock: IReactorTime
     idleTimeout: float
+    userConnections: UserConnections
 
 
 class Session(Protocol):
@@ -242,4 +285,12 @@ class Session(Protocol):
                 return
 
 
-__all__ = ["IMAPFactoryBase", "Result", "Session", "State", "clientName", "storeName"]
+__all__ = [
+    "IMAPFactoryBase",
+    "Result",
+    "Session",
+    "State",
+    "UserConnections",
+    "clientName",
+    "storeName",
+]

@@ -497,3 +497,33 @@ class ConnectionLimitTests(TestCase):
         refused, served = yield deferToThread(run)
         self.assertRegex(refused, rb"^\* BYE [^\r\n]*\r\n\Z")
         self.assertTrue(served.startswith(b"L OK "), served)
+
+    @inlineCallbacks
+    def test_perUserLimit(self) -> Any:
+        """With imap_connections_per_user = 2, logged in once on imap and once on imaps, a third LOGIN is NO [LIMIT] and the connection stays; after a LOGOUT the same connection logs in."""
+        limits = replace(LimitsConfig(), imap_connections_per_user=2)
+        config = testConfig(Path(self.mktemp()).absolute(), limits=limits)
+        server: RunningServer = yield startServer(self, config)
+        yield deferToThread(server.addUser, USER, PASSWORD)
+
+        def run() -> tuple[bytes, bytes, bytes]:
+            held = [login(server.ports["imap"]), login(server.ports["imaps"], tls=True)]
+            extra = connect(server.ports["imap"])
+            try:
+                extra.sendall(LOGIN)
+                refused = readUntil(extra, b"L")[-1]
+                extra.sendall(b"C CAPABILITY\r\n")
+                capability = b"".join(readUntil(extra, b"C"))
+                held[1].sendall(b"Z LOGOUT\r\n")
+                readUntil(held[1], b"Z")
+                extra.sendall(LOGIN)
+                served = readUntil(extra, b"L")[-1]
+                return refused, capability, served
+            finally:
+                for s in [*held, extra]:
+                    s.close()
+
+        refused, capability, served = yield deferToThread(run)
+        self.assertEqual(refused, b"L NO [LIMIT] Too many connections for this user\r\n")
+        self.assertIn(b"AUTH=PLAIN", capability)
+        self.assertTrue(served.startswith(b"L OK "), served)
