@@ -21,7 +21,6 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -31,7 +30,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 R = TypeVar("R")
@@ -72,28 +70,6 @@ def isLoopback(host: str) -> bool:
     """
     ip = parseIP(host)
     return ip is not None and ip.is_loopback
-
-
-def _plainTCP(transport: object) -> tcp.Connection | None:
-    """
-    @return: the TCP connection under C{transport} (looking through
-        L{ProtocolWrapper}s) when bytes can go straight to its socket: no
-        TLS, nothing buffered, no producer; else C{None}.
-    """
-    while isinstance(transport, ProtocolWrapper):
-        transport = transport.transport
-    if type(transport) is not tcp.Server:
-        return None
-    conn: tcp.Server = transport
-    idle = (
-        conn.connected
-        and not conn.disconnecting
-        and not conn.dataBuffer
-        and not getattr(conn, "_tempDataBuffer", True)
-        and conn.producer is None
-        and getattr(conn, "TLS", False) is False
-    )
-    return conn if idle else None
 
 
 class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
@@ -226,37 +202,7 @@ class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
         Write one reply; the only place replies reach the transport.
         """
         if reply is not None and not self.disconnecting and self.transport is not None:
-            self.writeNow(self.renderReply(reply))
-
-    def writeNow(self, data: bytes) -> None:
-        """
-        Write C{data}, straight to the socket when nothing is waiting to go
-        out before it.
-
-        Twisted's C{transport.write} always buffers until the reactor's next
-        pass, arming and disarming the socket for writing each time: two
-        C{epoll_ctl} calls and a loop iteration per reply, a large part of
-        the cost of a short SMTP session.  A reply almost always fits in
-        the socket buffer, so try to send it at once and leave only what
-        did not fit to the transport.  Anything unusual (TLS, a producer,
-        data already queued, a wrapper we do not know) takes the normal
-        path.
-        """
-        transport = self.transport
-        assert transport is not None
-        raw = _plainTCP(transport) if not self.tlsActive else None
-        if raw is not None:
-            try:
-                sent = raw.socket.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                # Let the transport see and report the error its own way.
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+            self.transport.write(self.renderReply(reply))
 
     def closeWith(self, reply: R | None) -> None:
         """
