@@ -14,7 +14,6 @@ from zope.interface.verify import verifyObject
 
 from mta.envelope import Address, Envelope, Recipient
 from mta.interfaces import ISpool
-from mta.queue import spool
 from mta.queue.spool import Spool, newQueueId
 from mta.threads import SynchronousRunner
 
@@ -79,17 +78,18 @@ class SpoolTests(SynchronousTestCase):
     def test_cutShortIsSwept(self) -> None:
         """
         A queue file shorter than its header says (the system stopped before
-        its syncs, so it was never acknowledged) is not loaded but kept as a
-        spare; temporary files and an updated envelope whose message is gone
-        are deleted.
+        its syncs, so it was never acknowledged) is not loaded but deleted;
+        so are temporary files, an updated envelope whose message is gone,
+        and a C{.spare} left by a version that recycled queue files.
         """
         self.spool.storeSync(makeEnvelope("Q9"), b"0123456789")
         raw = (self.path / "Q9.msg").read_bytes()
         (self.path / "Q9.msg").write_bytes(raw[:-3])
         (self.path / "Q8.tmp").write_bytes(b"{")
         (self.path / "Q6.env").write_bytes(b"{}")
+        (self.path / "Q5.spare").write_bytes(b"an old message")
         self.assertEqual(self.successResultOf(self.spool.load()), [])
-        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q9.spare"])
+        self.assertEqual(list(self.path.iterdir()), [])
 
     def test_mixedBytesFailCrc(self) -> None:
         """
@@ -102,26 +102,23 @@ class SpoolTests(SynchronousTestCase):
         raw = (self.path / "Q9.msg").read_bytes()
         (self.path / "Q9.msg").write_bytes(raw[:-4] + b"\0\0\0\0")
         self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
-        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q9.spare"])
+        self.assertEqual(list(self.path.iterdir()), [])
 
     def test_otherMessageUnderNewName(self) -> None:
         """
-        A spare renamed to a new message's name whose new bytes never
-        reached the disk still holds the old message: its header names the
-        old id, so it is not loaded (neither as the old message, which was
-        delivered, nor as the new one) and becomes a spare again.
+        A whole queue file whose header names another id is not loaded
+        (neither as that message nor as the one its name says) but deleted.
         """
         self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"old\r\n"))
-        self.successResultOf(self.spool.remove("Q1"))
-        (self.path / "Q1.spare").rename(self.path / "Q3.msg")
+        (self.path / "Q1.msg").rename(self.path / "Q3.msg")
         self.assertEqual(self.successResultOf(Spool(self.path, SynchronousRunner()).load()), [])
-        self.assertEqual([p.name for p in self.path.iterdir()], ["Q3.spare"])
+        self.assertEqual(list(self.path.iterdir()), [])
 
     def test_longerButWhole(self) -> None:
         """
-        A file longer than its header says (a spare overwritten by a shorter
-        message, whose new length never reached the disk) is loaded if the
-        bytes the header covers pass the CRC.
+        A file longer than its header says is loaded if the bytes the header
+        covers pass the CRC: the header, not the file's size, says where the
+        message ends.
         """
         self.spool.storeSync(makeEnvelope("Q2"), b"new\r\n")
         with (self.path / "Q2.msg").open("ab") as f:
@@ -161,44 +158,9 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(self.spool.load())[0].nextAttempt, 99.0)
         self.assertEqual(self.spool.body("Q1").readSync(), b"x")
         self.successResultOf(self.spool.remove("Q1"))
-        self.assertEqual([p.name for p in self.path.iterdir()], ["Q1.spare"])
+        self.assertEqual(list(self.path.iterdir()), [])
         self.assertRaises(KeyError, self.spool.body, "Q1")
         self.assertRaises(KeyError, self.spool.readEnvelope, "Q1")
-
-    def test_queueFilesRecycled(self) -> None:
-        """
-        A removed message's file is kept as a spare, and the next message
-        is written over it (cut to its own length) and renamed into place:
-        no file is created or deleted.
-        """
-        self.successResultOf(self.spool.store(makeEnvelope("Q1"), b"a much longer first message"))
-        inode = (self.path / "Q1.msg").stat().st_ino
-        self.successResultOf(self.spool.remove("Q1"))
-        self.assertEqual([p.name for p in self.path.iterdir()], ["Q1.spare"])
-        self.successResultOf(self.spool.store(makeEnvelope("Q2"), b"short"))
-        self.assertEqual([p.name for p in self.path.iterdir()], ["Q2.msg"])
-        self.assertEqual((self.path / "Q2.msg").stat().st_ino, inode)
-        self.assertEqual(self.spool.body("Q2").readSync(), b"short")
-        [loaded] = self.successResultOf(Spool(self.path, SynchronousRunner()).load())
-        self.assertEqual(loaded, makeEnvelope("Q2"))
-
-    def test_sparesBounded(self) -> None:
-        """
-        At most MAX_SPARES files are kept, and none larger than
-        MAX_SPARE_SIZE; spares found at start-up are reused, not delivered.
-        """
-        self.patch(spool, "MAX_SPARES", 2)
-        big = b"x" * (spool.MAX_SPARE_SIZE + 1)
-        self.successResultOf(self.spool.store(makeEnvelope("Q0"), big))
-        for i in range(1, 5):
-            self.successResultOf(self.spool.store(makeEnvelope(f"Q{i}"), b"x"))
-        for i in range(5):
-            self.successResultOf(self.spool.remove(f"Q{i}"))
-        self.assertEqual(sorted(p.name for p in self.path.iterdir()), ["Q1.spare", "Q2.spare"])
-        reopened = Spool(self.path, SynchronousRunner())
-        self.assertEqual(self.successResultOf(reopened.load()), [])
-        self.successResultOf(reopened.store(makeEnvelope("Q9"), b"y"))
-        self.assertEqual(len(list(self.path.glob("*.spare"))), 1)
 
     def test_envelopesSync(self) -> None:
         """

@@ -19,33 +19,26 @@ is synced, the batch waits for one round of syncs, not two, and the next
 batch is written while this one's syncs run.
 
 A file is named C{.msg} before it is synced, so a crash can leave a
-C{.msg} that is cut short, holds a mix of old and new bytes, or still
-holds the message of another id; the header's id, the length and the
-CRC tell each of these apart from a whole message, and none of them was
-ever acknowledged.
+C{.msg} that is cut short or holds bytes that never reached the disk;
+the length and the CRC (and the header's id) tell these apart from a
+whole message, and none of them was ever acknowledged.
 
 The envelope changes after a failed attempt (recipient states, next
 attempt); the new one is written atomically (temporary file, fsync,
 rename) beside the message as C{<id>.env}, and wins over the one inside.
 
-Queue files are recycled.  A delivered message's file is not deleted but
-renamed C{<n>.spare} (up to L{MAX_SPARES} of them, each at most
-L{MAX_SPARE_SIZE}), and the next message is written over a spare and
-renamed C{<id>.msg}.  Accepting mail then allocates no inode and frees
-no blocks: on ext4, creating a file scans past every recently deleted
-inode of its block group (without a journal), and freeing blocks costs a
-discard on SSD-backed mounts; the queue churns through a file per
-message, so both costs grew with the load.  A spare
-holds an old message until it is reused; it is as private as the queue
-(mode 0600 in a 0700 folder).
+A delivered message's files are deleted.  (Queue files used to be
+recycled, a delivered message's file kept as a C{.spare} and the next
+message written over it, to spare ext4 the cost of creating a file; an
+interleaved A/B showed no gain beyond the noise, see bench/README.md.)
 
 At start-up every C{.msg} is checked whole.  One that is shorter than its
 header says, fails its CRC or names another id in its header was never
-acknowledged (the crash came before its syncs): it becomes a spare again
-(or is deleted).  C{.tmp} files and a C{.env} whose message is gone are
-deleted.  A file whose header does not parse, or whose envelope does not
-parse although its CRC holds, is set aside as C{.bad}: never delivered,
-never silently deleted.
+acknowledged (the crash came before its syncs): it is deleted.  C{.tmp}
+files, C{.spare} files (left by versions that recycled queue files) and
+a C{.env} whose message is gone are deleted.  A file whose header does
+not parse, or whose envelope does not parse although its CRC holds, is
+set aside as C{.bad}: never delivered, never silently deleted.
 
 All file work runs on an L{IBlockingRunner}; nothing here blocks the reactor.
 Implements L{ISpool}.
@@ -104,26 +97,19 @@ def newQueueId() -> str:
     return _encode(micros, 10) + _encode((n << 16) | _random.getrandbits(16), 6)
 
 
-def _writeFile(path: Path | str, *parts: bytes, truncate: bool | None = None) -> int:
+def _writeFile(path: Path | str, *parts: bytes) -> int:
     """
     Create C{path} holding C{parts} one after the other, not yet synced.
 
-    @param truncate: if not C{None}, C{path} exists and is overwritten in
-        place, and if true (it was longer) cut to the new length.
     @return: the open descriptor, for L{_syncAndClose}.
     """
-    create = truncate is None
-    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_CREAT | os.O_TRUNC if create else 0)
-    fd = os.open(path, flags, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        size = sum(map(len, parts))
-        if size <= _JOIN_BELOW:
+        if sum(map(len, parts)) <= _JOIN_BELOW:
             # One write for a small message is cheaper than one per part.
             parts = (b"".join(parts),)
         for part in parts:
             writeAll(fd, part)
-        if truncate:
-            os.ftruncate(fd, size)
     except BaseException:
         os.close(fd)
         raise
@@ -141,11 +127,6 @@ def _syncAndClose(fd: int) -> None:
 def _writeSynced(path: Path, data: bytes) -> None:
     _syncAndClose(_writeFile(path, data))
 
-
-#: At most this many delivered queue files are kept for reuse.
-MAX_SPARES = 128
-#: Larger queue files are deleted, not kept for reuse.
-MAX_SPARE_SIZE = 256 * 1024
 
 #: Parts shorter than this together are joined before being written.
 _JOIN_BELOW = 256 * 1024
@@ -244,8 +225,6 @@ class _Removal(NamedTuple):
     """
 
     queueId: str
-    #: The queue file's size, if it is small enough to keep as a spare.
-    spareSize: int | None
     #: Whether an updated envelope may lie beside it.
     updated: bool
 
@@ -276,9 +255,6 @@ class Spool:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Where each known message's bytes start and how many there are.
         self._bodies: dict[str, tuple[int, int]] = {}
-        # Queue files to reuse; only the serial batcher's thread (or
-        # loadSync, before it starts) touches this.
-        self._spares: list[tuple[str, int]] = []
         # Messages with an updated envelope beside them.
         self._updated: set[str] = set()
         # Every change to the queue folder goes through this one serial
@@ -358,7 +334,7 @@ class Spool:
         for i, (envelope, data) in enumerate(items):
             head = queueFileHead(envelope, data)
             try:
-                written.append((i, self._writeOne(envelope.queueId, head, data)))
+                written.append((i, _writeFile(self.messagePath(envelope.queueId), head, data)))
                 results.append(len(head))
             except OSError as e:
                 results.append(e)
@@ -384,36 +360,6 @@ class Spool:
         # fdatasync flushes the data and the size, all a queue file needs.
         self._sync.syncAllThen([fd for _, fd in written], os.fdatasync, [folder], synced)
 
-    def _writeOne(self, queueId: str, head: bytes, data: bytes) -> int:
-        """
-        Write one queue file under its final name, over a spare when there
-        is one, not synced: nobody trusts it before the batch's syncs, and
-        one that is not whole is swept at start-up, see L{load}.
-
-        @return: the open descriptor.
-        """
-        final = self.messagePath(queueId)
-        size = len(head) + len(data)
-        while self._spares:
-            spare, spareSize = self._spares.pop()
-            try:
-                fd = _writeFile(spare, head, data, truncate=spareSize > size)
-            except FileNotFoundError:
-                continue
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.unlink(spare)
-                raise
-            try:
-                os.rename(spare, final)
-            except OSError:
-                os.close(fd)
-                with contextlib.suppress(OSError):
-                    os.unlink(spare)
-                raise
-            return fd
-        return _writeFile(final, head, data)
-
     def _commitEnvelope(self, envelope: Envelope) -> None:
         self._updated.add(envelope.queueId)
         final = self.envelopePath(envelope.queueId)
@@ -432,11 +378,8 @@ class Spool:
         """
         Delete message and envelope; see L{ISpool.remove}.
         """
-        where = self._bodies.pop(queueId, None)
-        fileSize = None if where is None else sum(where)
-        if fileSize is not None and fileSize > MAX_SPARE_SIZE:
-            fileSize = None
-        removal = _Removal(queueId, fileSize, queueId in self._updated)
+        self._bodies.pop(queueId, None)
+        removal = _Removal(queueId, queueId in self._updated)
         self._updated.discard(queueId)
         return self._changes.submit(removal).addCallback(lambda _: None)
 
@@ -456,7 +399,7 @@ class Spool:
         for i, change in enumerate(changes):
             if isinstance(change, _Removal):
                 try:
-                    self.removeSync(change.queueId, change.spareSize, change.updated)
+                    self.removeSync(change.queueId, change.updated)
                 except OSError as e:
                     results[i] = e
             else:
@@ -472,43 +415,18 @@ class Spool:
 
         self.storeMany([change for _, change in stores], stored)
 
-    def removeSync(self, queueId: str, spareSize: int | None = None, updated: bool = True) -> None:
+    def removeSync(self, queueId: str, updated: bool = True) -> None:
         """
         Remove one message (blocking).  The message goes first: should we
         crash in between, the envelope left alone is swept at start-up.
 
-        @param spareSize: the queue file's size, if it is small enough to
-            be kept as a spare (if there is room for one).
         @param updated: whether an updated envelope may lie beside it.
         """
         with contextlib.suppress(FileNotFoundError):
-            self._keepOrDelete(str(self.messagePath(queueId)), spareSize)
+            os.unlink(self.messagePath(queueId))
         if updated:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.envelopePath(queueId))
-
-    def _keepOrDelete(self, path: str, size: int | None) -> None:
-        """
-        Keep the file C{path} as a spare, if there is room, else delete it.
-        Spares are named after the message they last held, so names never
-        collide.
-
-        @param size: the file's size, or C{None} if it is too large to keep.
-        """
-        if size is not None and len(self._spares) < MAX_SPARES:
-            spare = path.removesuffix(".msg").removesuffix(".spare") + ".spare"
-            if spare != path:
-                os.rename(path, spare)
-            self._spares.append((spare, size))
-        else:
-            os.unlink(path)
-
-    def _keepOrDeleteFound(self, path: Path) -> None:
-        """
-        L{_keepOrDelete} for a file found at start-up, of unknown size.
-        """
-        size = path.stat().st_size
-        self._keepOrDelete(str(path), size if size <= MAX_SPARE_SIZE else None)
 
     def load(self) -> Deferred[list[Envelope]]:
         """
@@ -525,11 +443,10 @@ class Spool:
         envelopes = []
         for name in sorted(names):
             stem, _, suffix = name.rpartition(".")
-            if suffix == "tmp" or (suffix == "env" and f"{stem}.msg" not in names):
-                # A half-made update, or what a removal left.
+            if suffix in ("tmp", "spare") or (suffix == "env" and f"{stem}.msg" not in names):
+                # A half-made update, what a removal left, or a queue file
+                # kept for reuse by an older version.
                 os.unlink(self.path / name)
-            elif suffix == "spare":
-                self._keepOrDeleteFound(self.path / name)
             elif suffix == "msg":
                 envelope = self._loadOne(stem, f"{stem}.env" in names)
                 if f"{stem}.env" in names:
@@ -547,7 +464,7 @@ class Spool:
         except QueueFileError as e:
             if not e.complete:
                 _log.info("queue: id={id} never acknowledged, removed: {e}", id=queueId, e=e)
-                self._keepOrDeleteFound(path)
+                os.unlink(path)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.envelopePath(queueId))
                 return None
