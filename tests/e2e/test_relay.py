@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from mta.config import DNSConfig, RelayConfig
+from mta.tap import listeningPorts
 from mta.testing.dnsserver import DNSServer
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
 from tests.e2e.test_mail import PASSWORD, insecureContext
@@ -212,3 +213,8 @@ class SmarthostTests(TestCase):
         self.assertEqual(rcpt().state, "pending")
         self.assertIn("4.7.8", rcpt().lastError)
         self.assertEqual(self.b.delivered("carol@implicit.test"), [])
+        # No further attempt, and the last one's polite QUIT is over before
+        # the trees stop (a connection still open would fail the test).
+        yield self.a.queue.hold(queueId)
+        [submission] = listeningPorts(self.b.top, "submission")
+        yield waitFor(lambda: submission.factory.connectionsFrom("127.0.0.1") == 0)
