@@ -301,3 +301,19 @@ class ForeignFilesTests(SynchronousTestCase):
             parseSubscriptions("V\t2\n\nSent\nWork\tProjects\n"), ["Sent", "Work.Projects"]
         )
         self.assertEqual(parseSubscriptions("INBOX\nSent\n"), ["INBOX", "Sent"])
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    L{batches} keeps batch reads bounded.
+    """
+
+    def test_bounds(self) -> None:
+        """Batches stop at BATCH_MESSAGES or BATCH_BYTES; a big message goes alone."""
+        from mta.store.imapstore import BATCH_BYTES, BATCH_MESSAGES, batches
+
+        small = list(range(BATCH_MESSAGES + 5))
+        self.assertEqual([len(b) for b in batches(small, lambda u: 10)], [BATCH_MESSAGES, 5])
+        sizes = {1: 10, 2: BATCH_BYTES, 3: 10, 4: 10}
+        self.assertEqual(list(batches([1, 2, 3, 4], sizes.__getitem__)), [[1], [2], [3, 4]])
+        self.assertEqual(list(batches([], lambda u: 1)), [])

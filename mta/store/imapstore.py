@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -359,6 +359,65 @@ class IMAPMailbox:
             raise KeyError(uid)
 
         return self._run(reading)
+
+    def readMany(self, uids: Sequence[int]) -> Deferred[dict[int, bytes]]:
+        """
+        Read several messages in one trip to the runner: a FETCH or SEARCH
+        over a large mailbox would otherwise pay a thread hand-off (two
+        wake-ups) per message, which was most of its time.
+
+        @param uids: the messages, in the order wanted; the caller keeps
+            the batch small (see L{batches}).
+        @return: each message's bytes by UID; one expunged meanwhile is
+            left out.
+        """
+        index = self._folder.index
+
+        def readOne(uid: int) -> bytes | None:
+            for _ in range(3):
+                try:
+                    return withCRLF(index.body(uid).readSync())
+                except FileNotFoundError:
+                    index.sync()  # renamed by another session meanwhile
+                except KeyError:
+                    return None
+            return None
+
+        def reading() -> dict[int, bytes]:
+            found = {}
+            for uid in uids:
+                data = readOne(uid)
+                if data is not None:
+                    found[uid] = data
+            return found
+
+        return self._run(reading)
+
+
+#: A batch read for FETCH or SEARCH holds at most this many bytes ...
+BATCH_BYTES = 1024 * 1024
+#: ... and at most this many messages.
+BATCH_MESSAGES = 64
+
+
+def batches(uids: Sequence[int], sizeOf: Callable[[int], int]) -> Iterator[list[int]]:
+    """
+    Cut C{uids} into batches for L{IMAPMailbox.readMany}: at most
+    L{BATCH_MESSAGES} messages and about L{BATCH_BYTES} bytes each (a
+    bigger message goes alone), so memory stays bounded however large the
+    mailbox.
+    """
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizeOf(uid)
+        if batch and (len(batch) >= BATCH_MESSAGES or total + size > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        yield batch
 
 
 def withCRLF(data: bytes) -> bytes:
