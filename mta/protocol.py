@@ -72,7 +72,28 @@ def isLoopback(host: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
-class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
+class ReadPausing:
+    """
+    Stop and restart reading from the transport (flow control for a
+    protocol whose pending input must stay bounded); mixed into
+    L{LineCommandProtocol} and the IMAP server.
+    """
+
+    transport: Any
+    _readPaused = False
+
+    def _pauseReading(self) -> None:
+        if not self._readPaused and self.transport is not None:
+            self._readPaused = True
+            self.transport.pauseProducing()
+
+    def _resumeReading(self) -> None:
+        if self._readPaused and self.transport is not None:
+            self._readPaused = False
+            self.transport.resumeProducing()
+
+
+class LineCommandProtocol(ReadPausing, Protocol, Generic[R], metaclass=ABCMeta):
     """
     Base protocol: lines in, replies (of type C{R}) out.
 
@@ -241,16 +262,6 @@ class LineCommandProtocol(Protocol, Generic[R], metaclass=ABCMeta):
         if self._paused and len(self._buffer) > self.maxPendingInput:
             self._pauseReading()
         self._process()
-
-    def _pauseReading(self) -> None:
-        if not self._readPaused and self.transport is not None:
-            self._readPaused = True
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def _resumeReading(self) -> None:
-        if self._readPaused and self.transport is not None:
-            self._readPaused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _process(self) -> None:
         if self._processing:

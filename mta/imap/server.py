@@ -66,7 +66,7 @@ from mta.imap.parser import (
 )
 from mta.imap.session import IMAPFactoryBase, Result, State, UserConnections
 from mta.interfaces import ILoginService
-from mta.protocol import peerHost
+from mta.protocol import ReadPausing, peerHost
 from mta.sasl import (
     Challenge,
     Credentials,
@@ -186,7 +186,7 @@ class IMAPFactory(IMAPFactoryBase):
 
 
 @implementer(IPushProducer)
-class IMAPServer(MailboxCommands, MessageCommands):
+class IMAPServer(ReadPausing, MailboxCommands, MessageCommands):
     """
     One IMAP connection; see the module docstring.
     """
@@ -314,16 +314,6 @@ class IMAPServer(MailboxCommands, MessageCommands):
         self._armTimer()
         self.reader.feed(data)
         self._pump()
-
-    def _pauseReading(self) -> None:
-        if not self._readPaused and self.transport is not None:
-            self._readPaused = True
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
-
-    def _resumeReading(self) -> None:
-        if self._readPaused and self.transport is not None:
-            self._readPaused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     def _pump(self) -> None:
         if self._pumping:
