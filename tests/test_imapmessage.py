@@ -583,3 +583,19 @@ class SectionTests(SynchronousTestCase):
         self.assertIsInstance(top, Part)
         self.assertTrue(top.isMultipart)
         self.assertEqual(len(top.walk()), 9)
+
+
+class TopLevelSectionTests(SynchronousTestCase):
+    """
+    BODY[HEADER] and BODY[TEXT] of the whole message take a short cut that
+    must agree with the full MIME parse.
+    """
+
+    @settings(deadline=None)
+    @given(st.binary(max_size=300))
+    def test_shortCutAgrees(self, raw: bytes) -> None:
+        """For any bytes, HEADER and TEXT are the same with and without the parsed tree."""
+        structure = parseStructure(raw)
+        for text in (b"HEADER", b"TEXT"):
+            spec = Section((), text, ())
+            self.assertEqual(section(raw, spec), section(raw, spec, None, structure))

@@ -150,7 +150,8 @@ def _section(message: MessageData, item: BodySection) -> bytes:
     spec = Section(
         item.part, item.specifier.encode("ascii"), tuple(f.encode() for f in item.fields)
     )
-    structure = message.structure if (item.part or item.specifier) else None
+    simple = not item.part and item.specifier in ("", "HEADER", "TEXT")
+    structure = None if simple else message.structure
     return section(message.content(), spec, item.partial, structure)
 
 

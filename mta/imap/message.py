@@ -571,6 +571,12 @@ def section(
 def _section(raw: bytes, spec: Section, structure: Part | None) -> bytes:
     if not spec.path and spec.text == b"":
         return raw
+    if not spec.path and structure is None and spec.text in (b"HEADER", b"TEXT"):
+        # The top-level header or text needs only where the header ends,
+        # not the whole MIME tree (a mail client's header FETCH of a large
+        # mailbox asks for exactly this).
+        bodyStart = _headerEnd(raw, 0, len(raw))
+        return raw[:bodyStart] if spec.text == b"HEADER" else raw[bodyStart:]
     part = structure if structure is not None else parseStructure(raw)
     message: Part | None = part
     if spec.path:
