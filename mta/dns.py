@@ -13,12 +13,15 @@ injected clock.
 
 Libraries that do their DNS synchronously on worker threads (pyspf,
 dkimpy's C{dnsfunc}) reach the same resolver, and so the same servers and
-cache, through L{blockingTXT}.
+cache, through L{blockingTXT} (and L{Resolver.cached}): an answer in the
+cache is read on the worker thread itself, under the cache's lock; only a
+miss waits for the reactor thread to ask upstream.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,25 +167,32 @@ class _Entry:
 class _Cache:
     """
     A bounded TTL cache of answers, least recently used evicted first.
+
+    Safe to use from several threads: the reactor thread writes and reads
+    it, worker threads read it (L{Resolver.cached}); every operation holds
+    one lock, briefly.
     """
 
     def __init__(self, clock: IReactorTime, size: int) -> None:
         self._clock = clock
         self._size = size
         self._entries: OrderedDict[tuple[bytes, int], _Entry] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: tuple[bytes, int]) -> _Entry | None:
         """
         @return: the live entry for C{key}, or L{None}.
         """
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self._clock.seconds():
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry
+        now = self._clock.seconds()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry.expires <= now:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry
 
     def put(self, key: tuple[bytes, int], ttl: float, records: tuple[Any, ...] | None) -> None:
         """
@@ -190,10 +200,12 @@ class _Cache:
         """
         if ttl <= 0 or self._size <= 0:
             return
-        self._entries[key] = _Entry(self._clock.seconds() + ttl, records)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        entry = _Entry(self._clock.seconds() + ttl, records)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -393,6 +405,74 @@ class Resolver:
 
         return self._lookup(name, tdns.PTR).addCallback(convert)
 
+    def _cachedPayloads(self, name: str, rrtype: int) -> list[Any] | None:
+        """
+        The cache's answer for C{name} and C{rrtype}, without asking anyone:
+        safe on any thread.
+
+        @return: the payloads, or L{None} when the cache does not know.
+        @raise DNSNameError: the cache holds an NXDOMAIN.
+        """
+        try:
+            qname = _encodeName(name)
+        except UnicodeError:
+            return None
+        entry = self._cache.get((qname, rrtype))
+        if entry is None:
+            return None
+        if entry.records is None:
+            raise DNSNameError(name, tdns.QUERY_TYPES.get(rrtype, str(rrtype)), "NXDOMAIN")
+        return list(entry.records)
+
+    def cached(self, kind: str, name: str, *args: str) -> Any:
+        """
+        Answer a lookup from the cache alone, on the calling thread (a
+        worker thread's fast path; see L{blockingTXT}): what
+        C{lookup<kind>(name, *args)} would give, when every answer it needs
+        is cached and live.
+
+        @param kind: C{"TXT"}, C{"MX"}, C{"PTR"} or C{"Addresses"}.
+        @return: the answer, or L{None} when the cache cannot give it
+            (ask the resolver on the reactor thread then).
+        @raise DNSNameError: the cache holds an NXDOMAIN for it.
+        """
+        if kind == "TXT":
+            records = self._cachedPayloads(name, tdns.TXT)
+            return None if records is None else [b"".join(r.data) for r in records]
+        if kind == "MX":
+            records = self._cachedPayloads(name, tdns.MX)
+            if records is None:
+                return None
+            mxs = [MXRecord(int(r.preference), _decodeName(r.name)) for r in records]
+            return sorted(mxs, key=lambda mx: mx.preference)
+        if kind == "PTR":
+            try:
+                reverse = ipaddress.ip_address(name).reverse_pointer
+            except ValueError:
+                return None
+            records = self._cachedPayloads(reverse, tdns.PTR)
+            return None if records is None else [_decodeName(r.name) for r in records]
+        if kind == "Addresses":
+            family = args[0] if args else "any"
+            if family not in ("any", "ipv4", "ipv6"):
+                return None
+            literal = _literal(name, family)
+            if literal is not None:
+                return literal
+            wanted = [t for f, t in (("ipv6", tdns.AAAA), ("ipv4", tdns.A)) if family in (f, "any")]
+            outcomes: list[list[str] | DNSError] = []
+            for rrtype in wanted:
+                try:
+                    records = self._cachedPayloads(name, rrtype)
+                except DNSNameError as e:
+                    outcomes.append(e)
+                    continue
+                if records is None:
+                    return None
+                outcomes.append(_addresses(records))
+            return _mergeAddresses(outcomes)
+        return None
+
     def _lookup(self, name: str, rrtype: int) -> Deferred[list[Any]]:
         """
         Answer from the cache, or ask upstream and keep what it says.
@@ -529,8 +609,29 @@ def blockingTXT(resolver: IDNSResolver, reactor: IReactorFromThreads, name: str)
     @raise DNSNameError: NXDOMAIN.
     @raise DNSTemporaryError: no answer now.
     """
-    lookup = cast(Callable[[str], Deferred[list[bytes]]], resolver.lookupTXT)
-    return blockingCallFromThread(reactor, lookup, name)
+    return cast(list[bytes], blockingLookup(resolver, reactor, "TXT", name))
+
+
+def blockingLookup(
+    resolver: IDNSResolver, reactor: IReactorFromThreads, kind: str, *args: str
+) -> Any:
+    """
+    C{resolver.lookup<kind>(*args)} from a worker thread, waiting for the
+    answer.  A L{Resolver} answers from its cache on this thread when it
+    can (no trip to the reactor thread); otherwise, and for any other
+    L{IDNSResolver}, the lookup runs on the reactor thread.
+
+    Call it only from a worker thread (see L{blockingTXT}).
+
+    @param kind: C{"TXT"}, C{"MX"}, C{"PTR"} or C{"Addresses"}.
+    @return: as the lookup.
+    """
+    if isinstance(resolver, Resolver):
+        found = resolver.cached(kind, *args)
+        if found is not None:
+            return found
+    lookup = cast(Callable[..., Deferred[Any]], getattr(resolver, f"lookup{kind}"))
+    return blockingCallFromThread(reactor, lookup, *args)
 
 
 __all__ = [
@@ -544,6 +645,7 @@ __all__ = [
     "DNSTemporaryError",
     "MXRecord",
     "Resolver",
+    "blockingLookup",
     "blockingTXT",
     "makeResolver",
     "parseNameserver",

@@ -29,6 +29,7 @@ from mta.dns import (
     DNSTemporaryError,
     MXRecord,
     Resolver,
+    blockingLookup,
     blockingTXT,
     makeResolver,
     parseNameserver,
@@ -403,6 +404,98 @@ class ResolverFakeTests(SynchronousTestCase):
         C{ValueError}.
         """
         self.failureResultOf(self.resolver.lookupPTR("mx.test"), ValueError)
+
+
+class _NoReactor:
+    """
+    A reactor that must not be asked: a cached answer needs no trip to it.
+    """
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the reactor thread was asked")
+
+
+class CachedTests(SynchronousTestCase):
+    """
+    L{Resolver.cached} and L{blockingLookup}'s fast path: answers read from
+    the cache on the calling thread, without the reactor.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.upstream = _FakeUpstream()
+        self.resolver = Resolver(self.clock, upstream=self.upstream)  # type: ignore[arg-type]
+        self.upstream.table[(b"txt.test", dns.TXT)] = [
+            _rr("txt.test", dns.Record_TXT(b"v=spf1 ", b"-all"), 60)
+        ]
+        self.upstream.table[(b"mx.test", dns.MX)] = [
+            _rr("mx.test", dns.Record_MX(20, b"b.mx.test")),
+            _rr("mx.test", dns.Record_MX(10, b"a.mx.test")),
+        ]
+        self.upstream.table[(b"host.test", dns.A)] = [_rr("host.test", dns.Record_A("192.0.2.1"))]
+        self.upstream.table[(b"host.test", dns.AAAA)] = [
+            _rr("host.test", dns.Record_AAAA("2001:db8::1"))
+        ]
+        self.upstream.table[(b"1.2.0.192.in-addr.arpa", dns.PTR)] = [
+            _rr("1.2.0.192.in-addr.arpa", dns.Record_PTR(b"Host.Test."))
+        ]
+
+    def test_missThenHit(self) -> None:
+        """
+        Before a lookup the cache does not know (L{None}); after it, every
+        kind gives what the lookup gave.
+        """
+        r = self.resolver
+        self.assertIsNone(r.cached("TXT", "txt.test"))
+        self.assertIsNone(r.cached("MX", "mx.test"))
+        self.assertIsNone(r.cached("Addresses", "host.test", "any"))
+        self.assertIsNone(r.cached("PTR", "192.0.2.1"))
+        self.assertEqual(self.successResultOf(r.lookupTXT("txt.test")), [b"v=spf1 -all"])
+        self.successResultOf(r.lookupMX("mx.test"))
+        self.successResultOf(r.lookupAddresses("host.test", "ipv4"))
+        self.successResultOf(r.lookupPTR("192.0.2.1"))
+        self.assertEqual(r.cached("TXT", "TXT.test."), [b"v=spf1 -all"])
+        self.assertEqual(r.cached("MX", "mx.test"), self.successResultOf(r.lookupMX("mx.test")))
+        self.assertEqual(r.cached("Addresses", "host.test", "ipv4"), ["192.0.2.1"])
+        # "any" needs the AAAA answer too, which is not cached yet.
+        self.assertIsNone(r.cached("Addresses", "host.test", "any"))
+        self.successResultOf(r.lookupAddresses("host.test"))
+        self.assertEqual(r.cached("Addresses", "host.test", "any"), ["2001:db8::1", "192.0.2.1"])
+        self.assertEqual(r.cached("PTR", "192.0.2.1"), ["host.test"])
+        self.assertEqual(r.cached("Addresses", "192.0.2.7", "ipv4"), ["192.0.2.7"])
+
+    def test_expires(self) -> None:
+        """
+        A cached answer past its TTL is no answer.
+        """
+        self.successResultOf(self.resolver.lookupTXT("txt.test"))
+        self.clock.advance(61)
+        self.assertIsNone(self.resolver.cached("TXT", "txt.test"))
+
+    def test_nxdomain(self) -> None:
+        """
+        A cached NXDOMAIN raises L{DNSNameError}; for addresses only when
+        every family asked is NXDOMAIN.
+        """
+        self.failureResultOf(self.resolver.lookupTXT("nowhere.test"), DNSNameError)
+        self.assertRaises(DNSNameError, self.resolver.cached, "TXT", "nowhere.test")
+        self.failureResultOf(self.resolver.lookupAddresses("nowhere.test"), DNSNameError)
+        self.assertRaises(DNSNameError, self.resolver.cached, "Addresses", "nowhere.test", "any")
+
+    def test_blockingLookupFromCache(self) -> None:
+        """
+        L{blockingLookup} and L{blockingTXT} answer a cached name without
+        the reactor, and ask the reactor on a miss.
+        """
+        self.successResultOf(self.resolver.lookupTXT("txt.test"))
+        noReactor: Any = _NoReactor()
+        self.assertEqual(blockingTXT(self.resolver, noReactor, "txt.test"), [b"v=spf1 -all"])
+        self.successResultOf(self.resolver.lookupMX("mx.test"))
+        self.assertEqual(
+            [mx.exchange for mx in blockingLookup(self.resolver, noReactor, "MX", "mx.test")],
+            ["a.mx.test", "b.mx.test"],
+        )
+        self.assertRaises(AssertionError, blockingTXT, self.resolver, noReactor, "other.test")
 
 
 class NameserverTests(SynchronousTestCase):

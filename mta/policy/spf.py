@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -24,9 +24,8 @@ from typing import Any, cast
 import spf
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
-from twisted.internet.threads import blockingCallFromThread
 
-from mta.dns import DNSNameError, DNSTemporaryError
+from mta.dns import DNSNameError, DNSTemporaryError, blockingLookup
 from mta.envelope import Address
 from mta.interfaces import IBlockingRunner, IDNSResolver
 
@@ -62,7 +61,8 @@ class SPFResult:
 class BlockingLookups:
     """
     Blocking DNS lookups for worker threads, answered by the reactor-side
-    resolver (like L{mta.dns.blockingTXT}, for every type pyspf asks).
+    resolver, or its cache on the worker thread (L{mta.dns.blockingLookup},
+    for every type pyspf asks).
 
     Never call these on the reactor thread: they wait for the reactor.
     """
@@ -71,33 +71,33 @@ class BlockingLookups:
         self._resolver = resolver
         self._reactor = reactor
 
-    def _call(self, f: Callable[..., Deferred[Any]], *args: Any) -> Any:
-        return blockingCallFromThread(self._reactor, f, *args)
+    def _call(self, kind: str, *args: str) -> Any:
+        return blockingLookup(self._resolver, self._reactor, kind, *args)
 
     def txt(self, name: str) -> list[bytes]:
         """
         @return: the TXT records of C{name}, each joined.
         """
-        return cast(list[bytes], self._call(self._resolver.lookupTXT, name))
+        return cast(list[bytes], self._call("TXT", name))
 
     def addresses(self, host: str, family: str) -> list[str]:
         """
         @return: the addresses of C{host} of C{family} (C{"ipv4"}, C{"ipv6"}).
         """
-        return cast(list[str], self._call(self._resolver.lookupAddresses, host, family))
+        return cast(list[str], self._call("Addresses", host, family))
 
     def mx(self, domain: str) -> list[tuple[int, str]]:
         """
         @return: C{(preference, exchange)} pairs of C{domain}.
         """
-        records = self._call(self._resolver.lookupMX, domain)
+        records = self._call("MX", domain)
         return [(r.preference, r.exchange) for r in records]
 
     def ptr(self, ip: str) -> list[str]:
         """
         @return: the names the reverse zone gives for C{ip}.
         """
-        return cast(list[str], self._call(self._resolver.lookupPTR, ip))
+        return cast(list[str], self._call("PTR", ip))
 
 
 def _reverseNameToIP(name: str) -> str | None:
