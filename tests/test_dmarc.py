@@ -5,11 +5,13 @@ Tests for L{mta.policy.dmarc}: record discovery, alignment, p/sp/pct.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta.policy.dkimverify import DKIMResult
-from mta.policy.dmarc import DMARCEvaluator, DMARCResult, loadPublicSuffixList
+from mta.policy.dmarc import DMARCEvaluator, DMARCResult, _Alignment, loadPublicSuffixList
 from mta.policy.spf import SPFResult
 from mta.testing.fakes import FakeResolver
 
@@ -258,3 +260,49 @@ class DMARCTests(SynchronousTestCase):
         self.publish("example.test", "v=DMARC1; p=reject")
         result = self.evaluate(dkim=[DKIMResult("temperror", "example.test", "s1")])
         self.assertEqual((result.result, result.disposition), ("temperror", "reject"))
+
+    def test_recordParsedOnce(self) -> None:
+        """
+        A domain's record is parsed once, whatever the number of messages;
+        a changed record is parsed anew.
+        """
+        self.publish("example.test", "v=DMARC1; p=reject")
+        parsed = []
+        parse = _Alignment.parse_record
+
+        def counting(self: _Alignment, *args: Any) -> Any:
+            parsed.append(args)
+            return parse(self, *args)
+
+        self.patch(_Alignment, "parse_record", counting)
+        self.evaluator = DMARCEvaluator(self.resolver, PSL, lambda: self.draw)
+        for _ in range(3):
+            self.assertEqual(self.evaluate(dkim=dkimPass("example.test")).result, "pass")
+        self.publish("example.test", "v=DMARC1; p=none")
+        self.assertEqual(self.evaluate().policy, "none")
+        self.assertEqual(len(parsed), 2)
+
+
+class BlockingDMARCTests(DMARCTests):
+    """
+    The same cases through L{DMARCEvaluator.evaluateBlocking}, whose
+    lookups are blocking calls (here answered by the L{FakeResolver} at
+    once).
+    """
+
+    def txt(self, name: str) -> list[bytes]:
+        d = self.resolver.lookupTXT(name)
+        results: list[object] = []
+        d.addBoth(results.append)
+        [result] = results
+        if isinstance(result, Failure):
+            result.raiseException()
+        return cast(list[bytes], result)
+
+    def evaluate(
+        self,
+        fromHeader: str = "alice@example.test",
+        spf: SPFResult | None = None,
+        dkim: Sequence[DKIMResult] = (),
+    ) -> DMARCResult:
+        return self.evaluator.evaluateBlocking(message(fromHeader), spf, dkim, self.txt)

@@ -19,6 +19,7 @@ from mta.config import ChecksConfig, LimitsConfig, loadConfig
 from mta.directory.memory import MemoryDirectory
 from mta.envelope import Address, Envelope, Recipient
 from mta.errors import ConfigError
+from mta.policy import authresults
 from mta.policy.authresults import InboundChecks, authenticationResults
 from mta.policy.base import ACCEPT, PolicyChain, PolicyCheck, Session, Verdict, stripHeaderFields
 from mta.policy.chain import smtpPolicy
@@ -246,7 +247,74 @@ class MailAuthenticationTests(TestCase):
         self.assertIn(
             "dmarc=pass (p=reject dis=none; aligned DKIM pass) header.from=example.test", header
         )
+        # No Authentication-Results arrived: nothing to strip.
+        self.assertEqual(verdict.stripHeaders, ())
+
+    async def test_stripOnlyWhenPresent(self) -> None:
+        """
+        A message that arrives with an Authentication-Results field gets a
+        verdict asking for those claiming our authserv-id to go.
+        """
+        self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=reject"]
+        forged = b"authentication-results: mx.our.test; dmarc=pass\r\n" + sign(
+            MESSAGE, self.private
+        )
+        verdict = await self.check(forged)
+        self.assertIn("dkim=pass", verdict.headers[0])
         self.assertEqual(verdict.stripHeaders, (("Authentication-Results", "mx.our.test"),))
+        # In the body it is no field.
+        body = sign(MESSAGE, self.private) + b"Authentication-Results: mx.our.test; x\r\n"
+        self.assertEqual((await self.check(body)).stripHeaders, ())
+
+    async def test_oneJob(self) -> None:
+        """
+        SPF, DKIM and DMARC of a message are one job on the runner.
+        """
+        self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=reject"]
+        calls = []
+        run = self.runner.run
+
+        def counting(f: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(f)
+            return run(f, *args, **kwargs)
+
+        self.patch(self.runner, "run", counting)
+        verdict = await self.check(sign(MESSAGE, self.private))
+        self.assertIn("dmarc=pass", verdict.headers[0])
+        self.assertEqual(len(calls), 1)
+
+    async def test_brokenMechanism(self) -> None:
+        """
+        A mechanism that raises counts as temperror (and is logged); the
+        others still give their results.
+        """
+        self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=none"]
+
+        def broken(message: bytes, txt: Any) -> Any:
+            raise RuntimeError("dkimpy broke")
+
+        self.patch(authresults, "verifyMessage", broken)
+        verdict = await self.check(sign(MESSAGE, self.private))
+        self.assertIn("dkim=temperror (verifier error)", verdict.headers[0])
+        self.assertIn("spf=pass", verdict.headers[0])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def test_jobBroken(self) -> None:
+        """
+        When the job itself breaks, enforced checks answer 451 4.7.1, and
+        checks that only report accept without a header.
+        """
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("bug")
+
+        self.patch(authresults, "enforce", broken)
+        verdict = await self.check(MESSAGE)
+        assert verdict.reply is not None
+        self.assertEqual((verdict.reply.code, verdict.reply.text[:5]), (451, "4.7.1"))
+        report = ChecksConfig("check", "check", "check")
+        self.assertIs(await self.check(MESSAGE, config=report), ACCEPT)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
     async def test_rejectForged(self) -> None:
         """

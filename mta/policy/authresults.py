@@ -5,11 +5,16 @@ DMARC at end of data, one C{Authentication-Results} header (RFC 8601) with
 our host name as authserv-id, and what C{[checks]} says to enforce.
 
 Only mail arriving on the MX listener from clients that neither
-authenticated nor sit in a trusted network is checked.  SPF
-(L{mta.policy.spf}) and DKIM (L{mta.policy.dkimverify}) run side by side
-on the blocking runner, then DMARC (L{mta.policy.dmarc}) on their results.
-Incoming C{Authentication-Results} fields that claim our authserv-id are
-removed (RFC 8601 section 5) through L{Verdict.stripHeaders}.
+authenticated nor sit in a trusted network is checked.  The whole check
+is one job on the blocking runner: SPF (L{mta.policy.spf}), DKIM
+(L{mta.policy.dkimverify}), DMARC (L{mta.policy.dmarc}) on their results,
+the header text and the verdict; its DNS lookups are answered from the
+resolver's cache on the worker thread when they can be (see
+L{mta.dns.blockingLookup}), so a message costs one trip to the pool and
+back.  Incoming C{Authentication-Results} fields that claim our
+authserv-id are removed (RFC 8601 section 5) through
+L{Verdict.stripHeaders}, asked for only when the message has such a
+field.
 
 Enforcement, per mechanism set to C{"enforce"}, first match wins:
 
@@ -31,28 +36,42 @@ exception) counts as a temporary error, never as a pass.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mta.config import ChecksConfig
-from mta.envelope import Envelope
+from mta.dns import blockingTXT
+from mta.envelope import Address, Envelope
 from mta.errors import Reply
 from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict
-from mta.policy.dkimverify import DKIMResult, DKIMVerifier
+from mta.policy.dkimverify import DKIMResult, verifyMessage
 from mta.policy.dmarc import DMARCEvaluator, DMARCResult, loadPublicSuffixList
-from mta.policy.spf import SPFChecker, SPFResult
+from mta.policy.spf import BlockingLookups, SPFResult, checkSPF
 
 _log = Logger(namespace="mta.mailauth")
 
 #: The header this check writes and strips.
 HEADER = "Authentication-Results"
+
+#: A field of that name at the start of a header line.
+_HEADER_FIELD = re.compile(rb"(?im)^authentication-results[ \t]*:")
+
+
+def _hasField(data: bytes) -> bool:
+    """
+    @return: whether the header of C{data} has an Authentication-Results
+        field (which L{stripHeaderFields} may then have to remove).
+    """
+    end = data.find(b"\r\n\r\n")
+    return _HEADER_FIELD.search(data, 0, len(data) if end < 0 else end + 2) is not None
 
 
 def _comment(text: str) -> str:
@@ -255,8 +274,10 @@ class MailAuthentication(PolicyCheck):
         self._hostname = hostname
         self._config = config
         self._isTrusted = isTrusted
-        self._spf = SPFChecker(resolver, reactor, runner, hostname)
-        self._dkim = DKIMVerifier(resolver, reactor, runner)
+        self._resolver = resolver
+        self._reactor = reactor
+        self._runner = runner
+        self._lookups = BlockingLookups(resolver, reactor)
         if config.dmarc != "off":
             psl = psl if psl is not None else loadPublicSuffixList()
         self._dmarc = DMARCEvaluator(resolver, psl, random) if config.dmarc != "off" else None
@@ -283,67 +304,93 @@ class MailAuthentication(PolicyCheck):
         c = self._config
         if c.spf == "off" and c.dkim == "off" and c.dmarc == "off":
             return ACCEPT
-        spf: Deferred[SPFResult | None] = succeed(None)
-        if c.spf != "off":
-            checked = self._spf.check(envelope.clientAddress, envelope.sender, envelope.heloName)
-            error = SPFResult("temperror", "mailfrom", envelope.sender.domain, "", "check error")
-            spf = cast("Deferred[SPFResult | None]", checked.addErrback(self._broken, error))
-        dkim: Deferred[list[DKIMResult]] = succeed([])
-        if c.dkim != "off":
-            dkim = self._dkim.verify(data)
-            dkim.addErrback(self._broken, [DKIMResult("temperror", reason="verifier error")])
-        both = gatherResults([cast(Deferred[Any], spf), cast(Deferred[Any], dkim)])
-        return both.addCallback(self._evaluate, envelope, data)
-
-    def _broken(self, reason: Failure, instead: Any) -> Any:
-        _log.failure("mailauth: a check failed; counted as temperror", reason)
-        return instead
-
-    def _evaluate(
-        self, results: list[Any], envelope: Envelope, data: bytes
-    ) -> Deferred[Verdict] | Verdict:
-        spf = cast("SPFResult | None", results[0])
-        dkim = cast(list[DKIMResult], results[1])
-        shownDKIM = [] if self._config.dkim == "off" else dkim
-        if self._dmarc is None:
-            return self._verdict(spf, shownDKIM, None, envelope)
-        d = self._dmarc.evaluate(data, spf, [r for r in dkim if r.result != "none"])
-
-        def failed(reason: Failure) -> DMARCResult:
-            self._broken(reason, None)
-            return DMARCResult("temperror", reason="evaluation error")
-
-        return d.addErrback(failed).addCallback(
-            lambda dmarc: self._verdict(spf, shownDKIM, dmarc, envelope)
+        d = self._runner.run(
+            self._check, envelope.clientAddress, envelope.sender, envelope.heloName, data
         )
+        return d.addCallbacks(self._checked, self._jobFailed, callbackArgs=(envelope,))
 
-    def _verdict(
-        self,
-        spf: SPFResult | None,
-        dkim: Sequence[DKIMResult],
-        dmarc: DMARCResult | None,
-        envelope: Envelope,
-    ) -> Verdict:
-        header = authenticationResults(self._hostname, spf, dkim, dmarc)
-        refusal, junk = enforce(self._config, spf, dkim, dmarc)
-        _log.info(
-            "mailauth: id={id} client={client} spf={spf} dkim={dkim} dmarc={dmarc}"
-            " from={fromDomain} policy={policy} disposition={disposition} rua={rua}"
-            " action={action}",
-            id=envelope.queueId,
-            client=envelope.clientAddress,
-            spf=spf.result if spf else "off",
-            dkim=",".join(f"{r.result}:{r.domain}" for r in dkim) or "off",
-            dmarc=dmarc.result if dmarc else "off",
-            fromDomain=dmarc.fromDomain if dmarc else "",
-            policy=dmarc.policy if dmarc else "",
-            disposition=dmarc.disposition if dmarc else "",
-            rua=",".join(dmarc.rua) if dmarc else "",
-            action=f"{refusal.code}" if refusal else ("junk" if junk else "accept"),
+    def _txt(self, name: str) -> list[bytes]:
+        return blockingTXT(self._resolver, self._reactor, name)
+
+    def _check(self, ip: str, sender: Address, helo: str, data: bytes) -> _Checked:
+        """
+        The whole check, blocking: on a worker thread only.  A mechanism
+        that breaks counts as a temporary error; its failure goes back to
+        be logged on the reactor thread.
+        """
+        c = self._config
+        broken: list[Failure] = []
+        spf: SPFResult | None = None
+        if c.spf != "off":
+            try:
+                spf = checkSPF(self._lookups, ip, sender, helo, self._hostname)
+            except Exception:
+                broken.append(Failure())
+                spf = SPFResult("temperror", "mailfrom", sender.domain, "", "check error")
+        dkim: list[DKIMResult] = []
+        if c.dkim != "off":
+            try:
+                dkim = verifyMessage(data, self._txt)
+            except Exception:
+                broken.append(Failure())
+                dkim = [DKIMResult("temperror", reason="verifier error")]
+        dmarc: DMARCResult | None = None
+        if self._dmarc is not None:
+            signed = [r for r in dkim if r.result != "none"]
+            try:
+                dmarc = self._dmarc.evaluateBlocking(data, spf, signed, self._txt)
+            except Exception:
+                broken.append(Failure())
+                dmarc = DMARCResult("temperror", reason="evaluation error")
+        refusal, junk = enforce(c, spf, dkim, dmarc)
+        action = f"{refusal.code}" if refusal else ("junk" if junk else "accept")
+        line = (
+            f"client={ip} spf={spf.result if spf else 'off'}"
+            f" dkim={','.join(f'{r.result}:{r.domain}' for r in dkim) or 'off'}"
+            f" dmarc={dmarc.result if dmarc else 'off'}"
+            f" from={dmarc.fromDomain if dmarc else ''}"
+            f" policy={dmarc.policy if dmarc else ''}"
+            f" disposition={dmarc.disposition if dmarc else ''}"
+            f" rua={','.join(dmarc.rua) if dmarc else ''} action={action}"
         )
         if refusal is not None:
-            return Verdict(refusal)
-        return Verdict(None, (header,), junk=junk, stripHeaders=((HEADER, self._hostname),))
+            return _Checked(Verdict(refusal), line, broken)
+        header = authenticationResults(self._hostname, spf, dkim, dmarc)
+        strip = ((HEADER, self._hostname),) if _hasField(data) else ()
+        return _Checked(Verdict(None, (header,), junk=junk, stripHeaders=strip), line, broken)
+
+    def _checked(self, checked: _Checked, envelope: Envelope) -> Verdict:
+        for reason in checked.broken:
+            _log.failure("mailauth: a check failed; counted as temperror", reason)
+        _log.info("mailauth: id={id} {results}", id=envelope.queueId, results=checked.line)
+        return checked.verdict
+
+    def _jobFailed(self, reason: Failure) -> Verdict:
+        """
+        The job itself broke (not one mechanism; a bug): never a pass.
+        With a mechanism enforced, C{451}; checked only, accepted
+        without a header.
+        """
+        _log.failure("mailauth: the check failed; counted as temperror", reason)
+        c = self._config
+        if "enforce" in (c.spf, c.dkim, c.dmarc):
+            return Verdict(Reply(451, "4.7.1 Message could not be checked; try again later"))
+        return ACCEPT
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """
+    What the checking job hands back to the reactor thread.
+
+    @ivar verdict: the check's answer.
+    @ivar line: the results for the C{mailauth:} log line.
+    @ivar broken: the failures of mechanisms that broke, to log.
+    """
+
+    verdict: Verdict
+    line: str
+    broken: list[Failure]
 
 
 __all__ = [

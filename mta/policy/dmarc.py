@@ -14,10 +14,17 @@ relaxed alignment compares organisational domains (RFC 7489 section
 3.1.1), where the library would also align a public suffix with any name
 under it.  C{pct} sampling (section 6.6.4: a message not sampled gets the
 next milder policy) is done here, with an injectable random source.
+
+L{DMARCEvaluator.evaluate} looks the record up on the reactor thread;
+L{DMARCEvaluator.evaluateBlocking} does the same on a worker thread with
+blocking lookups, as part of the one job that checks a message (see
+L{mta.policy.authresults}).  A record's parse is kept (by its text), so a
+domain's record is parsed once, not once per message.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +40,9 @@ from mta.interfaces import IDNSResolver
 from mta.policy.dkimverify import DKIMResult
 from mta.policy.sender import fromAddresses
 from mta.policy.spf import SPFResult
+
+#: Parsed records kept (by record text and domains).
+PARSED_RECORDS = 1024
 
 #: The policy one step milder, for a message that C{pct} leaves out.
 _MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
@@ -107,6 +117,40 @@ def loadPublicSuffixList() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+def _fromDomain(message: bytes) -> str | DMARCResult:
+    """
+    @return: the one RFC 5322 From domain of C{message}, or the result
+        when there is none to check (no From, several, no domain).
+    """
+    addresses = fromAddresses(message)
+    if not addresses:
+        why = "no From address" if addresses == [] else "From address unreadable"
+        return DMARCResult("none", reason=why)
+    domains = {a.rpartition("@")[2].lower().rstrip(".") for a in addresses}
+    if len(addresses) > 1:
+        return DMARCResult(
+            "permerror",
+            ",".join(sorted(domains)),
+            reason="not exactly one From address (RFC 7489 section 6.6.1)",
+        )
+    fromDomain = domains.pop()
+    if not fromDomain or "." not in fromDomain:
+        return DMARCResult("none", fromDomain, reason="From has no domain")
+    return fromDomain
+
+
+def _pick(records: list[bytes]) -> str | None:
+    """
+    @return: the one DMARC record among the TXT records C{records}, or
+        L{None} when there is none or more than one (RFC 7489 section
+        6.6.3).
+    """
+    texts = [r.decode("utf-8", "replace") for r in records]
+    found = [t for t in texts if t.replace(" ", "").startswith("v=DMARC1;")]
+    found += [t for t in texts if t.strip() == "v=DMARC1"]
+    return found[0] if len(found) == 1 else None
+
+
 class DMARCEvaluator:
     """
     Finds a From domain's DMARC record and evaluates it.
@@ -127,6 +171,7 @@ class DMARCEvaluator:
         self._psl = psl if psl is not None else loadPublicSuffixList()
         self._random = random
         self._dmarc = _Alignment(self.orgDomain)
+        self._parse = functools.lru_cache(maxsize=PARSED_RECORDS)(self._dmarc.parse_record)
 
     def orgDomain(self, domain: str) -> str:
         """
@@ -145,24 +190,48 @@ class DMARCEvaluator:
         @param spf: the SPF result, or L{None} when SPF is not checked.
         @param dkim: the DKIM results.
         """
-        addresses = fromAddresses(message)
-        if not addresses:
-            why = "no From address" if addresses == [] else "From address unreadable"
-            return succeed(DMARCResult("none", reason=why))
-        domains = {a.rpartition("@")[2].lower().rstrip(".") for a in addresses}
-        if len(addresses) > 1:
-            return succeed(
-                DMARCResult(
-                    "permerror",
-                    ",".join(sorted(domains)),
-                    reason="not exactly one From address (RFC 7489 section 6.6.1)",
-                )
-            )
-        fromDomain = domains.pop()
-        if not fromDomain or "." not in fromDomain:
-            return succeed(DMARCResult("none", fromDomain, reason="From has no domain"))
+        fromDomain = _fromDomain(message)
+        if isinstance(fromDomain, DMARCResult):
+            return succeed(fromDomain)
         d = self._findRecord(fromDomain).addCallback(self._evaluate, fromDomain, spf, dkim)
         return d.addErrback(self._lookupFailed, fromDomain)
+
+    def evaluateBlocking(
+        self,
+        message: bytes,
+        spf: SPFResult | None,
+        dkim: Sequence[DKIMResult],
+        txt: Callable[[str], list[bytes]],
+    ) -> DMARCResult:
+        """
+        L{evaluate}, blocking: on a worker thread only.
+
+        @param txt: looks up TXT records, blocking (see
+            L{mta.dns.blockingTXT}); raises L{DNSNameError} or
+            L{DNSTemporaryError}.
+        """
+        fromDomain = _fromDomain(message)
+        if isinstance(fromDomain, DMARCResult):
+            return fromDomain
+        try:
+            found: tuple[str, str] | None = None
+            record = self._recordBlocking(fromDomain, txt)
+            if record is not None:
+                found = (fromDomain, record)
+            else:
+                org = self.orgDomain(fromDomain)
+                if org != fromDomain:
+                    record = self._recordBlocking(org, txt)
+                    found = None if record is None else (org, record)
+        except DNSTemporaryError as e:
+            return DMARCResult("temperror", fromDomain, reason=str(e))
+        return self._evaluate(found, fromDomain, spf, dkim)
+
+    def _recordBlocking(self, domain: str, txt: Callable[[str], list[bytes]]) -> str | None:
+        try:
+            return _pick(txt(f"_dmarc.{domain}"))
+        except DNSNameError:
+            return None
 
     def _findRecord(self, fromDomain: str) -> Deferred[tuple[str, str] | None]:
         """
@@ -185,17 +254,11 @@ class DMARCEvaluator:
             when there is none or more than one (RFC 7489 section 6.6.3).
         """
 
-        def pick(records: list[bytes]) -> str | None:
-            texts = [r.decode("utf-8", "replace") for r in records]
-            found = [t for t in texts if t.replace(" ", "").startswith("v=DMARC1;")]
-            found += [t for t in texts if t.strip() == "v=DMARC1"]
-            return found[0] if len(found) == 1 else None
-
         def missing(reason: Failure) -> None:
             reason.trap(DNSNameError)
             return None
 
-        return self._resolver.lookupTXT(f"_dmarc.{domain}").addCallbacks(pick, missing)
+        return self._resolver.lookupTXT(f"_dmarc.{domain}").addCallbacks(_pick, missing)
 
     def _evaluate(
         self,
@@ -209,7 +272,7 @@ class DMARCEvaluator:
         recordDomain, record = found
         orgRecord = recordDomain if recordDomain != fromDomain else None
         try:
-            policy = self._dmarc.parse_record(record, fromDomain, orgRecord)
+            policy = self._parse(record, fromDomain, orgRecord)
         except (dmarc.RecordSyntaxError, ValueError) as e:
             return DMARCResult("none", fromDomain, recordDomain=recordDomain, reason=f"{e}")
         identifiers: list[Any] = [
@@ -253,4 +316,4 @@ class DMARCEvaluator:
         return DMARCResult("temperror", fromDomain, reason=str(reason.value))
 
 
-__all__ = ["DMARCEvaluator", "DMARCResult", "loadPublicSuffixList"]
+__all__ = ["PARSED_RECORDS", "DMARCEvaluator", "DMARCResult", "loadPublicSuffixList"]
