@@ -48,6 +48,10 @@ class BlockingRunner(Service):
         self.pool.start()
 
     def stopService(self) -> None:
+        # A tree stopped twice (a test's clean-up after an explicit stop)
+        # must not stop the pool twice: Twisted's raises AlreadyQuit.
+        if not self.running:
+            return
         super().stopService()
         self.pool.stop()
 

@@ -270,3 +270,21 @@ class ParallelSyncTests(SynchronousTestCase):
             threading.Event().wait(0.01)
         else:
             self.fail("the callback's error was not logged")
+
+
+class RunnerStopTests(SynchronousTestCase):
+    """
+    L{BlockingRunner} stops cleanly, also when asked twice.
+    """
+
+    def test_stopTwice(self) -> None:
+        """A second stopService does nothing (Twisted's pool would raise AlreadyQuit)."""
+        from twisted.internet.task import Clock
+
+        from mta.threads import BlockingRunner
+
+        runner = BlockingRunner(Clock(), 1)  # type: ignore[arg-type]
+        runner.startService()
+        runner.stopService()
+        runner.stopService()
+        self.assertFalse(runner.running)
