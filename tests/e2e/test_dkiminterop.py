@@ -385,29 +385,7 @@ class RelayInteropTests(TestCase):
         """
         aDir = Path(self.mktemp()).absolute()
         [key] = [KeyStore(aDir).generate("example.com", "s1", "rsa")]
-        self.dns = DNSServer(
-            {
-                **keyZone([key]),
-                "b.test": {"MX": [(10, "mx.b.test")]},
-                "mx.b.test": {"A": ["127.0.0.1"]},
-                "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
-                "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject; adkim=s"]},
-            }
-        )
-        self.dns.listen(cast(Any, reactor))
-        self.addCleanup(self.dns.stop)
-        nameservers = DNSConfig(nameservers=(self.dns.nameserver,))
-        bConfig = replace(
-            testConfig(
-                Path(self.mktemp()).absolute(),
-                dns=nameservers,
-                relay=RelayConfig(trusted_networks=()),
-            ),
-            hostname="mx.b.test",
-            domains=("b.test",),
-        )
-        b: RunningServer = yield startServer(self, bConfig)
-        b.addUser("bob@b.test", PASSWORD)
+        nameservers, b = yield startCheckingPeer(self, [key])
         aConfig = testConfig(
             aDir,
             dns=nameservers,
@@ -439,3 +417,39 @@ class RelayInteropTests(TestCase):
         needPerl()
         rows = yield deferToThread(perlVerify, delivered, self.dns.port)
         self.assertEqual(rows, [("example.com", "s1", "rsa-sha256", "pass")])
+
+
+@inlineCallbacks
+def startCheckingPeer(case: TestCase, keys: list[DKIMKey]) -> Any:
+    """
+    Start the test DNS server (C{keys}' records, b.test's MX at 127.0.0.1,
+    example.com's SPF for 127.0.0.1 and DMARC p=reject with strict DKIM
+    alignment) and instance B for b.test, with its checks on for every
+    client (nothing trusted) and user bob@b.test.
+
+    @return: a Deferred firing with C{(nameservers, B)}; the DNS server is
+        C{case.dns}.
+    """
+    dns = DNSServer(
+        {
+            **keyZone(keys),
+            "b.test": {"MX": [(10, "mx.b.test")]},
+            "mx.b.test": {"A": ["127.0.0.1"]},
+            "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+            "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject; adkim=s"]},
+        }
+    )
+    case.dns = dns  # type: ignore[attr-defined]
+    dns.listen(cast(Any, reactor))
+    case.addCleanup(dns.stop)
+    nameservers = DNSConfig(nameservers=(dns.nameserver,))
+    bConfig = replace(
+        testConfig(
+            Path(case.mktemp()).absolute(), dns=nameservers, relay=RelayConfig(trusted_networks=())
+        ),
+        hostname="mx.b.test",
+        domains=("b.test",),
+    )
+    b: RunningServer = yield startServer(case, bConfig)
+    yield deferToThread(b.addUser, "bob@b.test", PASSWORD)
+    return nameservers, b

@@ -22,26 +22,24 @@ from __future__ import annotations
 import smtplib
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import dkim
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from mta.config import DNSConfig, RelayConfig
+from mta.config import RelayConfig
 from mta.dkimkeys import KeyStore
-from mta.testing.dnsserver import DNSServer
 from mta.testing.postfix import PrivatePostfix, needPostfix
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
 from tests.e2e.test_dkiminterop import (
     dkimpyVerify,
     headerOf,
-    keyZone,
     message,
     perlDKIM,
     perlVerify,
+    startCheckingPeer,
 )
 from tests.e2e.test_mail import PASSWORD, insecureContext
 
@@ -78,31 +76,9 @@ class PostfixPeerTests(TestCase):
         aDir = Path(self.mktemp()).absolute()
         store = KeyStore(aDir)
         keys = [store.generate("example.com", "s1", "rsa")]
-        self.dns = DNSServer(
-            {
-                **keyZone(keys),
-                "b.test": {"MX": [(10, "mx.b.test")]},
-                "mx.b.test": {"A": ["127.0.0.1"]},
-                # B sees Postfix's address, 127.0.0.1, for example.com's mail.
-                "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
-                "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject; adkim=s"]},
-            }
-        )
-        self.dns.listen(cast(Any, reactor))
-        self.addCleanup(self.dns.stop)
-        nameservers = DNSConfig(nameservers=(self.dns.nameserver,))
-
-        bConfig = replace(
-            testConfig(
-                Path(self.mktemp()).absolute(),
-                dns=nameservers,
-                relay=RelayConfig(trusted_networks=()),
-            ),
-            hostname="mx.b.test",
-            domains=("b.test",),
-        )
-        b: RunningServer = yield startServer(self, bConfig)
-        yield deferToThread(b.addUser, "bob@b.test", PASSWORD)
+        # B sees Postfix's address, 127.0.0.1, for example.com's mail: the
+        # zone's SPF allows it.
+        nameservers, b = yield startCheckingPeer(self, keys)
 
         relay = PrivatePostfix(
             Path(self.mktemp()),
