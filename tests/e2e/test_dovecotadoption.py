@@ -179,7 +179,7 @@ class DovecotAdoptionTests(TestCase):
         # Trial runs tests in its _trial_temp directory.
         dovecot.prepareMailDir(self.inbox, within=Path.cwd())
         dovecot.addUser(USER, "dovecot-password")
-        self.addCleanup(dovecot.stop)
+        self.addCleanup(deferToThread, dovecot.stop)
         try:
             yield deferToThread(dovecot.start)
         except DovecotFailed as e:
