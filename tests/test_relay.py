@@ -25,7 +25,9 @@ DATA = b"Subject: hi\r\n\r\nhello\r\n"
 TLS = TLSOutcome("TLSv1.3", "TLS_AES_256_GCM_SHA384", True)
 
 #: Answers one transaction: the client and message to a reply per recipient.
-Answer = Callable[["FakeClient", OutboundMessage], dict[Recipient, Reply]]
+Answer = Callable[
+    ["FakeClient", OutboundMessage], "dict[Recipient, Reply] | Deferred[dict[Recipient, Reply]]"
+]
 
 
 def accept(client: FakeClient, message: OutboundMessage) -> dict[Recipient, Reply]:
@@ -51,10 +53,12 @@ class FakeClient:
         self.tlsOutcome = TLS
         self.sent: list[OutboundMessage] = []
         self.quits = 0
+        self.transport = None
 
     def send(self, message: OutboundMessage) -> Deferred[dict[Recipient, Reply]]:
         self.sent.append(message)
-        return succeed(self.connect.answer(self, message))
+        answer = self.connect.answer(self, message)
+        return answer if isinstance(answer, Deferred) else succeed(answer)
 
     def quit(self) -> Deferred[None]:
         self.quits += 1
@@ -262,6 +266,22 @@ class RelayDeliveryTests(SynchronousTestCase):
         self.deliver(envelope("b@one.test", queueId="Q2"))
         self.assertEqual(len(self.connect.clients), 2)
         self.assertEqual(len(first.sent), 1)
+
+    def test_noIdleConnectionAfterStop(self) -> None:
+        """
+        A delivery that ends after stopService closes its connection rather
+        than parking it: nothing would close it later, and no timer is left.
+        """
+        finish: Deferred[dict[Recipient, Reply]] = Deferred()
+        self.connect.answer = lambda client, message: finish
+        sending = self.relay.deliver(envelope("a@one.test"), MessageBody("", 0, len(DATA), DATA))
+        self.relay.startService()
+        self.successResultOf(self.relay.stopService())
+        [client] = self.connect.clients
+        finish.callback({r: Reply(250, "2.0.0 ok") for r in client.sent[0].recipients})
+        self.successResultOf(sending)
+        self.assertEqual(client.quits, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_idleConnectionNotSharedAcrossDomains(self) -> None:
         """A connection kept for one domain is not used for another."""

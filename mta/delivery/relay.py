@@ -148,6 +148,7 @@ class RelayDelivery(Service):
         self._smarthost = smarthost
         self._limits: dict[str, DeferredSemaphore] = {}
         self._idle: dict[str, list[_Idle]] = {}
+        self._stopped = False
 
     # -- IDeliveryTarget ------------------------------------------------------------
 
@@ -319,6 +320,11 @@ class RelayDelivery(Service):
         if not client.usable:
             client.quit()
             return
+        if self._stopped:
+            # A delivery that ends after stopService does not park its
+            # connection: nothing would close it.
+            self._quitSoon(client)
+            return
         call = self._clock.callLater(IDLE_REUSE, self._expire, domain, client)
         self._idle.setdefault(domain, []).append(_Idle(client, host, ip, call))
 
@@ -336,6 +342,7 @@ class RelayDelivery(Service):
         @return: a Deferred firing once they are closed.
         """
         super().stopService()
+        self._stopped = True
         closing = []
         for parked in self._idle.values():
             for idle in parked:
