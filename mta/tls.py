@@ -457,6 +457,23 @@ def loadServerContext(config: Config) -> TLSContextHolder:
     return TLSContextHolder(certificate, privateKey)
 
 
+def _tlsHandle(transport: object) -> SSL.Connection | None:
+    """
+    @return: the OpenSSL connection under a protocol's transport once its
+        handshake has chosen a cipher, else C{None}.
+    """
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    try:
+        handle = getHandle()
+    except Exception:
+        return None
+    if not isinstance(handle, SSL.Connection) or handle.get_cipher_name() is None:
+        return None
+    return handle
+
+
 def tlsVersion(transport: object) -> str:
     """
     Name the TLS version of a connection, for log lines.
@@ -465,13 +482,24 @@ def tlsVersion(transport: object) -> str:
     @return: e.g. C{"TLSv1.3"}, or C{""} for a plaintext connection or one
         whose handshake has not finished.
     """
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
+    handle = _tlsHandle(transport)
+    return "" if handle is None else handle.get_protocol_version_name()
+
+
+def tlsDescription(transport: object) -> str:
+    """
+    Describe a connection's TLS for a Received header, as Postfix's
+    C{smtpd_tls_received_header} does.
+
+    @param transport: a protocol's transport (possibly wrapped).
+    @return: e.g. C{"TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256
+        bits)"}, or C{""} for a plaintext connection.
+    """
+    handle = _tlsHandle(transport)
+    if handle is None:
         return ""
-    try:
-        handle = getHandle()
-    except Exception:
-        return ""
-    if not isinstance(handle, SSL.Connection) or handle.get_cipher_name() is None:
-        return ""
-    return handle.get_protocol_version_name()
+    bits = handle.get_cipher_bits()
+    return (
+        f"{handle.get_protocol_version_name()} with cipher {handle.get_cipher_name()}"
+        f" ({bits}/{bits} bits)"
+    )

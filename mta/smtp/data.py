@@ -147,7 +147,7 @@ def traceHeaders(
     now: float,
 ) -> bytes:
     """
-    @param tls: the TLS version in use, or C{""}.
+    @param tls: the TLS in use (L{mta.tls.tlsDescription}), or C{""}.
     @param protocol: the C{with} word (RFC 3848, RFC 6531).
     @param forAddress: the one recipient to name, or C{""}.
     @return: the Received header.

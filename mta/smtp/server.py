@@ -61,7 +61,7 @@ from mta.smtp.params import (
     parsePath,
     parseRcptParams,
 )
-from mta.tls import tlsVersion
+from mta.tls import tlsDescription, tlsVersion
 
 _log = Logger(namespace="mta.smtp")
 _R = TypeVar("_R")
@@ -682,7 +682,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         return traceHeaders(
             heloName=self.heloName or "",
             peer=self.peer,
-            tls=tlsVersion(self.transport) if self.tlsActive else "",
+            tls=tlsDescription(self.transport) if self.tlsActive else "",
             host=self.factory.hostname,
             protocol=self._protocolName(t),
             queueId=t.queueId,

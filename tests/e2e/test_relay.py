@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import smtplib
 from dataclasses import replace
 from pathlib import Path
@@ -90,6 +91,15 @@ class RelayTests(TestCase):
         [stored] = self.b.delivered("bob@b.test")
         self.assertTrue(stored.endswith(b"\r\n" + body))
         self.assertIn(b"by mx.b.test with ESMTPS", stored)
+        # The Received trail records each hop's TLS, as Postfix's
+        # smtpd_tls_received_header does: B's line the relay hop A made
+        # (opportunistic STARTTLS), A's line alice's submission.
+        hops = re.findall(
+            rb"Received: from [^\r]*\(using (TLSv1\.[23]) with cipher [A-Z0-9_-]+ \((\d+)/\2 bits\)\)"
+            rb"\r\n\tby (mx\.[a-z.]+) ",
+            stored,
+        )
+        self.assertEqual([h[2] for h in hops], [b"mx.b.test", b"mx.example.com"], stored)
         yield waitFor(lambda: not self.a.queue.items)
 
     @inlineCallbacks
