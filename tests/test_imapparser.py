@@ -26,12 +26,15 @@ from mta.imap.parser import (
     Id,
     Limits,
     LineTooLong,
+    LiteralChunk,
+    LiteralStarted,
     LiteralTooBig,
     Login,
     ReaderEvent,
     Search,
     Select,
     SequenceSet,
+    StreamedLiteral,
 )
 from mta.imap.syntax import decodeModifiedUTF7, parseSequenceSet
 
@@ -359,7 +362,131 @@ class HostileInputTests(SynchronousTestCase):
         self.assertEqual(events[-1], Command("c", "NOOP", False, NO_ARGUMENTS))
 
 
-EXPECTED = (Command, ContinuationRequest, ContinuationLine, CommandError)
+EXPECTED = (
+    Command,
+    ContinuationRequest,
+    ContinuationLine,
+    CommandError,
+    LiteralStarted,
+    LiteralChunk,
+)
+
+
+class StreamingTests(SynchronousTestCase):
+    """
+    APPEND's message literal past L{Limits.streamAppendOver} comes out in
+    pieces as it arrives, never whole.
+    """
+
+    limits = Limits(streamAppendOver=100)
+
+    def test_streamedInPieces(self) -> None:
+        """
+        A large {n} literal gives LiteralStarted (the continuation request)
+        with the command so far, then a chunk per feed holding what came,
+        then the command with the StreamedLiteral stand-in; the buffer
+        never holds more than the last feed.
+        """
+        reader = CommandReader(self.limits)
+        reader.feed(b'a APPEND Drafts (\\Seen) "05-Jan-2024 10:00:00 +0000" {1000}\r\n')
+        [started] = drain(reader)
+        assert isinstance(started, LiteralStarted)
+        self.assertEqual((started.size, started.synchronising), (1000, True))
+        self.assertEqual((started.append.mailbox, started.append.flags), ("Drafts", ("\\Seen",)))
+        received = b""
+        for i in range(10):
+            piece = bytes([65 + i]) * 100
+            reader.feed(piece)
+            self.assertEqual(drain(reader), [LiteralChunk(piece)])
+            self.assertEqual(len(reader._buffer), 0)
+            received += piece
+        reader.feed(b"\r\nb NOOP\r\n")
+        command, noop = drain(reader)
+        assert isinstance(command, Command) and isinstance(command.arguments, Append)
+        self.assertIsInstance(command.arguments.message, StreamedLiteral)
+        self.assertEqual(command.arguments.mailbox, "Drafts")
+        self.assertEqual(noop, Command("b", "NOOP", False, NO_ARGUMENTS))
+        self.assertEqual(len(received), 1000)
+
+    def test_chunkStopsAtLiteralEnd(self) -> None:
+        """
+        Bytes after the literal in the same feed are the command's rest,
+        not literal data; a {n+} literal is streamed without a "+".
+        """
+        events = readAll(b"a APPEND INBOX {101+}\r\n" + b"x" * 101 + b"\r\n", self.limits)
+        started, chunk, command = events
+        assert isinstance(started, LiteralStarted)
+        self.assertFalse(started.synchronising)
+        self.assertEqual(chunk, LiteralChunk(b"x" * 101))
+        self.assertIsInstance(command, Command)
+
+    def test_smallLiteralHeld(self) -> None:
+        """
+        A literal at the threshold is held and parsed as before.
+        """
+        events = readAll(b"a APPEND INBOX {100+}\r\n" + b"y" * 100 + b"\r\n", self.limits)
+        [command] = events
+        assert isinstance(command, Command) and isinstance(command.arguments, Append)
+        self.assertEqual(command.arguments.message, b"y" * 100)
+        self.assertNotIsInstance(command.arguments.message, StreamedLiteral)
+
+    def test_onlyTheMessage(self) -> None:
+        """
+        A large literal that is not APPEND's message (here its mailbox name)
+        is refused: BAD instead of "+" for {n}, BAD and the close for {n+}.
+        """
+        [refused] = readAll(b"a APPEND {500}\r\n", self.limits)
+        assert isinstance(refused, CommandError)
+        self.assertEqual((refused.tag, refused.status), ("a", "BAD"))
+        self.assertFalse(refused.closeConnection)
+        reader = CommandReader(self.limits)
+        reader.feed(b"a APPEND {500+}\r\n" + b"z" * 500)
+        [refused] = drain(reader)
+        assert isinstance(refused, CommandError)
+        self.assertTrue(refused.closeConnection)
+        self.assertTrue(reader.closed)
+
+    def test_badAfterLiteral(self) -> None:
+        """
+        Anything after the streamed message makes the command BAD.
+        """
+        events = readAll(b"a APPEND INBOX {101+}\r\n" + b"x" * 101 + b" junk\r\n", self.limits)
+        self.assertEqual([type(e) for e in events], [LiteralStarted, LiteralChunk, CommandError])
+
+    def test_disconnectMidStream(self) -> None:
+        """
+        A disconnect mid-literal drops the command: nothing more comes out.
+        """
+        reader = CommandReader(self.limits)
+        reader.feed(b"a APPEND INBOX {1000+}\r\n" + b"x" * 300)
+        self.assertEqual([type(e) for e in drain(reader)], [LiteralStarted, LiteralChunk])
+        self.assertTrue(reader.connectionLost())
+        reader.feed(b"x" * 700 + b"\r\n")
+        self.assertEqual(drain(reader), [])
+
+    @settings(deadline=None, max_examples=200)
+    @given(st.integers(101, 3000), st.lists(st.integers(1, 500), max_size=20))
+    def test_anySplit(self, size: int, cuts: list[int]) -> None:
+        """
+        However the bytes are split, the chunks add up to the literal and
+        the command follows.
+        """
+        literal = bytes(i % 251 for i in range(size))
+        data = b"a APPEND INBOX {%d}\r\n" % size + literal + b"\r\n"
+        reader = CommandReader(self.limits)
+        events: list[ReaderEvent] = []
+        start = 0
+        for cut in [*cuts, len(data)]:
+            reader.feed(data[start : start + cut])
+            start += cut
+            events += drain(reader)
+        self.assertIsInstance(events[0], LiteralStarted)
+        chunks = [e.data for e in events[1:-1] if isinstance(e, LiteralChunk)]
+        self.assertEqual(len(chunks), len(events) - 2)
+        self.assertEqual(b"".join(chunks), literal)
+        self.assertIsInstance(events[-1], Command)
+
+
 imapish = st.lists(
     st.sampled_from(
         [
@@ -435,7 +562,12 @@ class PropertyTests(SynchronousTestCase):
         With tiny limits too, any bytes give only documented events.
         """
         limits = Limits(
-            maxLineLength=20, maxLiteralSize=3, maxAppendSize=5, maxCommandSize=40, maxNesting=2
+            maxLineLength=20,
+            maxLiteralSize=3,
+            maxAppendSize=5,
+            maxCommandSize=40,
+            maxNesting=2,
+            streamAppendOver=2,
         )
         for event in readAll(data, limits):
             self.assertIsInstance(event, EXPECTED)

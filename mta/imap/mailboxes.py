@@ -29,8 +29,10 @@ from mta.imap.commands import (
     Select,
     Status,
 )
+from mta.imap.parser import StreamedLiteral
 from mta.imap.selected import SYSTEM_FLAGS, SelectedFolder
 from mta.imap.session import Session, clientName, storeName
+from mta.store.appending import MessageSpool
 from mta.store.imapstore import SEPARATOR, FolderInfo, NoSuchFolder
 from mta.store.indexformat import FolderStatus
 
@@ -80,7 +82,11 @@ def statusItems(status: FolderStatus, items: Iterable[str], appendLimit: int) ->
 class MailboxCommands(Session):
     """
     The mailbox commands of the authenticated and selected states.
+
+    @ivar appendSpool: the APPEND literal being streamed to disk, if any.
     """
+
+    appendSpool: MessageSpool | None = None
 
     # -- SELECT / EXAMINE ---------------------------------------------------------------
 
@@ -325,19 +331,29 @@ class MailboxCommands(Session):
     def cmd_APPEND(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:
         """
         Add a message to a mailbox, with flags and a date; an empty one is
-        refused, as Dovecot does (a zero-byte file is no message).
+        refused, as Dovecot does (a zero-byte file is no message).  A large
+        message arrived in C{appendSpool} (see L{mta.imap.parser}), already
+        in the folder's C{tmp/}; the OK comes once it is in C{cur/}, fsync'd.
         """
         args = command.arguments
         assert isinstance(args, Append)
-        if not args.message:
+        spool, self.appendSpool = self.appendSpool, None
+        streamed = isinstance(args.message, StreamedLiteral)
+        assert streamed == (spool is not None), "a streamed literal has its spool"
+        if not args.message and spool is None:
             return self.no(command, "Can't save a zero byte message")
         try:
             mailbox = yield self.factory.store.openFolder(self.user, storeName(args.mailbox))
         except NoSuchFolder:
+            if spool is not None:
+                spool.abort()
             return self.no(command, "Mailbox does not exist", wire.TRYCREATE)
         flags = [f for f in args.flags if f.lower() != "\\recent"]
         when = args.internalDate.timestamp() if isinstance(args.internalDate, datetime) else None
-        validity, uid = yield mailbox.append(args.message, flags, when)
+        if spool is not None:
+            validity, uid = yield mailbox.appendSpooled(spool, flags, when)
+        else:
+            validity, uid = yield mailbox.append(args.message, flags, when)
         return self.ok(command, "APPEND completed", wire.appendUid(validity, [uid]))
 
 

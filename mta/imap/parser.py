@@ -38,6 +38,14 @@ Eight-bit bytes in atoms, control bytes in quoted strings, nesting of lists
 (and NOT/OR) past L{Limits.maxNesting} and garbage of any kind are C{BAD}
 and leave the reader in step.  On disconnect, L{CommandReader.connectionLost}
 drops any partial command: nothing half-received is ever returned.
+
+APPEND's message literal, when larger than L{Limits.streamAppendOver}, is
+not held: the reader checks that the command so far is an APPEND whose
+message this literal is (else C{BAD}, and for C{{n+}} the close, as for a
+literal too big), returns a L{LiteralStarted} (for C{{n}} it stands for the
+continuation request too), then the data as it arrives in L{LiteralChunk}s,
+and at the command's end the L{Command} whose message is the
+L{StreamedLiteral} placeholder.  The server writes the chunks to disk.
 """
 
 from __future__ import annotations
@@ -115,6 +123,8 @@ __all__ = [
     "Id",
     "LineTooLong",
     "ListMailboxes",
+    "LiteralChunk",
+    "LiteralStarted",
     "LiteralTooBig",
     "Login",
     "Mailbox",
@@ -135,6 +145,7 @@ __all__ = [
     "SortCriterion",
     "Status",
     "Store",
+    "StreamedLiteral",
     "UnsupportedCharset",
 ]
 
@@ -156,6 +167,8 @@ class Limits:
         APPEND's message literals aside (those count against
         C{maxAppendSize} on top of this).
     @ivar maxNesting: parenthesised lists, NOT and OR nested in each other.
+    @ivar streamAppendOver: APPEND's message literals larger than this are
+        streamed (L{LiteralChunk}s) rather than held; C{None}: never.
     """
 
     maxLineLength: int = 64 * 1024
@@ -163,6 +176,7 @@ class Limits:
     maxAppendSize: int = 50 * 1024 * 1024
     maxCommandSize: int = 1024 * 1024
     maxNesting: int = 32
+    streamAppendOver: int | None = None
 
 
 class LineTooLong(CommandError):
@@ -211,7 +225,38 @@ class ContinuationLine:
     line: bytes
 
 
-ReaderEvent: TypeAlias = Command | ContinuationRequest | ContinuationLine | CommandError
+@dataclass(frozen=True)
+class LiteralStarted:
+    """
+    APPEND's message literal is streamed: L{LiteralChunk}s follow.
+
+    @ivar append: the command as far as it is read, with an empty message.
+    @ivar synchronising: C{{n}}: send C{+ Ready} now.
+    """
+
+    size: int
+    synchronising: bool
+    append: Append
+
+
+@dataclass(frozen=True)
+class LiteralChunk:
+    """
+    The next piece of a streamed literal.
+    """
+
+    data: bytes
+
+
+class StreamedLiteral(bytes):
+    """
+    The empty stand-in for a streamed literal's data in the parsed command.
+    """
+
+
+ReaderEvent: TypeAlias = (
+    Command | ContinuationRequest | ContinuationLine | CommandError | LiteralStarted | LiteralChunk
+)
 CONTINUATION_REQUEST = ContinuationRequest()
 
 
@@ -245,6 +290,7 @@ class CommandReader:
         self._size = 0
         self._appendSize = 0
         self._pending: int | None = None
+        self._streaming = 0
         self._tag = "*"
         self._isAppend = False
 
@@ -294,6 +340,8 @@ class CommandReader:
             the reader is closed).
         """
         while not self._closed:
+            if self._streaming:
+                return self._streamLiteral()
             if self._pending is not None:
                 if not self._readLiteral():
                     return None
@@ -340,6 +388,43 @@ class CommandReader:
         self._scanned = 0
         return True
 
+    def _streamLiteral(self) -> LiteralChunk | None:
+        """
+        Take what is buffered of the streamed literal off the buffer.
+        """
+        if not self._buffer:
+            return None
+        if len(self._buffer) <= self._streaming:
+            data = bytes(self._buffer)
+            self._buffer = bytearray()
+        else:
+            data = bytes(self._buffer[: self._streaming])
+            del self._buffer[: self._streaming]
+        self._streaming -= len(data)
+        self._scanned = 0
+        return LiteralChunk(data)
+
+    def _startStream(self, size: int, synchronising: bool) -> ReaderEvent:
+        """
+        Stream an APPEND literal if it is the command's message (parsing
+        the command so far with an empty one tells), else refuse it: the
+        command is over, and after C{{n+}} the connection too.
+        """
+        segments, literals = [*self._segments, b""], [*self._literals, b""]
+        try:
+            command = parseCommand(segments, literals, self.limits.maxNesting)
+        except CommandError as e:
+            refusal = CommandError(self._tag, e.message)
+        else:
+            if isinstance(command.arguments, Append):
+                self._literals.append(StreamedLiteral())
+                self._streaming = size
+                return LiteralStarted(size, synchronising, command.arguments)
+            refusal = CommandError(self._tag, "only APPEND's message may be this big")
+        self._reset()
+        self._closed = refusal.closeConnection = not synchronising
+        return refusal
+
     def _onLine(self, line: bytes) -> ReaderEvent | None:
         """
         Handle one complete line: a raw line, a command's last line, or a
@@ -378,6 +463,9 @@ class CommandReader:
             error = LiteralTooBig(tag, "literal too big", synchronising)
             self._closed = error.closeConnection
             return error
+        stream = self.limits.streamAppendOver
+        if self._isAppend and stream is not None and size > stream:
+            return self._startStream(size, synchronising)
         self._pending = size
         return CONTINUATION_REQUEST if synchronising else None
 

@@ -62,9 +62,11 @@ from mta.imap.parser import (
     ContinuationLine,
     ContinuationRequest,
     Limits,
+    LiteralChunk,
+    LiteralStarted,
     ReaderEvent,
 )
-from mta.imap.session import IMAPFactoryBase, Result, State, UserConnections
+from mta.imap.session import IMAPFactoryBase, Result, State, UserConnections, storeName
 from mta.interfaces import ILoginService
 from mta.protocol import ReadPausing, peerHost
 from mta.sasl import (
@@ -103,6 +105,10 @@ ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC"})
 PREAUTH_IDLE = 300.0
 #: RFC 5530: an implementation limit, here logged-in sessions per user.
 LIMIT = wire.ResponseCode("LIMIT")
+#: APPEND literals past this size go to the folder's tmp/ as they arrive;
+#: smaller ones are held and written in one job (most mail is smaller:
+#: a session holds at most this much, and saves the spool's extra jobs).
+STREAM_APPENDS_OVER = 256 * 1024
 
 _ANY = frozenset(State) - {State.LOGOUT}
 _NOT_AUTHENTICATED = frozenset({State.NOT_AUTHENTICATED})
@@ -214,7 +220,9 @@ class IMAPServer(ReadPausing, MailboxCommands, MessageCommands):
             # APPEND cannot run before login: its literal gets no more room
             # than any other, so no one buffers megabytes unauthenticated.
             return Limits(maxAppendSize=Limits().maxLiteralSize)
-        return Limits(maxAppendSize=self.factory.limits.message_size)
+        return Limits(
+            maxAppendSize=self.factory.limits.message_size, streamAppendOver=STREAM_APPENDS_OVER
+        )
 
     # -- connection --------------------------------------------------------------------
 
@@ -242,6 +250,7 @@ class IMAPServer(ReadPausing, MailboxCommands, MessageCommands):
         self._releaseUser()
         self.deselect()
         self.reader.connectionLost()
+        self._dropSpool()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -331,14 +340,48 @@ class IMAPServer(ReadPausing, MailboxCommands, MessageCommands):
             self._pumping = False
 
     def _event(self, event: ReaderEvent) -> None:
-        if isinstance(event, ContinuationRequest):
+        if isinstance(event, LiteralChunk):
+            assert self.appendSpool is not None
+            self.appendSpool.write(event.data)
+        elif isinstance(event, LiteralStarted):
+            self._startSpool(event)
+        elif isinstance(event, ContinuationRequest):
             self.write(wire.continuation())
         elif isinstance(event, ContinuationLine):
             self._line(event.line)
         elif isinstance(event, CommandError):
+            self._dropSpool()
             self._refused(event)
         else:
             self._command(event)
+            self._dropSpool()  # cmd_APPEND took it, unless the command was refused
+
+    def _startSpool(self, event: LiteralStarted) -> None:
+        """
+        An APPEND literal is streamed: write it into the folder's C{tmp/}
+        as it arrives; C{cmd_APPEND} adds it, a disconnect drops it.
+        """
+        name = storeName(event.append.mailbox)
+        spool = self.factory.store.spoolMessage(self.user, name, event.size, self._updateReading)
+        self.appendSpool = spool
+        if event.synchronising:
+            self.write(wire.continuation())
+
+    def _dropSpool(self) -> None:
+        spool, self.appendSpool = self.appendSpool, None
+        if spool is not None:
+            spool.abort()
+
+    def _updateReading(self) -> None:
+        """
+        Read from the client unless a command is under way or the APPEND
+        literal being written is behind.
+        """
+        spool = self.appendSpool
+        if self._busy or (spool is not None and spool.behind):
+            self._pauseReading()
+        else:
+            self._resumeReading()
 
     def _refused(self, error: CommandError) -> None:
         code = wire.ResponseCode(error.code) if error.code else None
@@ -402,7 +445,7 @@ class IMAPServer(ReadPausing, MailboxCommands, MessageCommands):
 
     def _done(self, line: bytes) -> None:
         self._busy = False
-        self._resumeReading()
+        self._updateReading()
         self.write(line)
         if not self.disconnecting:
             self._pump()

@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from mta.fileutil import fsyncDirectory
 from mta.interfaces import IBlockingRunner
 from mta.message import MessageBody
+from mta.store.appending import MessageSpool, TemporaryMessage
 from mta.store.index import FolderIndex
 from mta.store.indexformat import FlagMode, FolderStatus, MessageInfo, SyncResult, writeDurably
 from mta.store.maildir import (
@@ -281,6 +282,32 @@ class IMAPMailbox:
         d = self._run(index.append, data, list(flags), internalDate)
         return d.addCallback(appended)
 
+    def appendSpooled(
+        self, spool: MessageSpool, flags: Iterable[str] = (), internalDate: float | None = None
+    ) -> Deferred[tuple[int, int]]:
+        """
+        IMAP APPEND of a message streamed to this folder's C{tmp/} (see
+        L{IMAPStore.spoolMessage}): once it is whole and fsync'd, into
+        C{cur/} and the index; the file is removed if anything fails.
+
+        @return: C{(UIDVALIDITY, UID)}.
+        """
+        index = self._folder.index
+
+        def adopt(temporary: TemporaryMessage) -> int:
+            try:
+                return index.appendFile(temporary.path, temporary.size, flags, internalDate)
+            except BaseException:
+                temporary.discard()
+                raise
+
+        def appended(uid: int) -> tuple[int, int]:
+            self._changed(SyncResult(added=(uid,), highestModseq=index.highestModseq), None)
+            return index.uidValidity, uid
+
+        d = spool.finish().addCallback(lambda temporary: self._run(adopt, temporary))
+        return d.addCallback(appended)
+
     def copy(self, uids: Iterable[int], destination: str) -> Deferred[tuple[int, dict[int, int]]]:
         """
         IMAP COPY.
@@ -478,14 +505,18 @@ class IMAPStore:
         except ValueError as e:
             return fail(NoSuchFolder(str(e)))
 
-        def check() -> _Folder:
-            if name.upper() == INBOX:
-                _createFolders(path)
-            elif not (path / "cur").is_dir():
-                raise NoSuchFolder(name)
-            return self._folder(path)
+        return self._runner.run(self._check, name, path)
 
-        return self._runner.run(check)
+    def _check(self, name: str, path: Path) -> _Folder:
+        """
+        @return: the folder at C{path} (blocking; INBOX is made if missing).
+        @raise NoSuchFolder: it does not exist.
+        """
+        if name.upper() == INBOX:
+            _createFolders(path)
+        elif not (path / "cur").is_dir():
+            raise NoSuchFolder(name)
+        return self._folder(path)
 
     def _notify(self, folder: _Folder, result: SyncResult, origin: Listener | None) -> None:
         if not result:
@@ -530,6 +561,27 @@ class IMAPStore:
         d.addBoth(finished)
 
     # Folders.
+
+    def spoolMessage(
+        self, user: str, name: str, size: int, flowChanged: Callable[[], None]
+    ) -> MessageSpool:
+        """
+        Start writing a message of C{size} bytes for folder C{name} into
+        its C{tmp/} as it arrives; L{IMAPMailbox.appendSpooled} adds it.
+
+        @param flowChanged: called when the spool's C{behind} changes.
+        @return: the spool; if there is no such folder, it drops what it
+            is given and its C{finish} fails with L{NoSuchFolder}.
+        """
+
+        def create() -> TemporaryMessage:
+            try:
+                path = self._path(user, name)
+            except ValueError as e:
+                raise NoSuchFolder(str(e)) from None
+            return TemporaryMessage.create(self._check(name, path).index.folder / "tmp", size)
+
+        return MessageSpool(self._runner, create, flowChanged)
 
     def openFolder(self, user: str, name: str) -> Deferred[IMAPMailbox]:
         """

@@ -59,9 +59,9 @@ from pathlib import Path
 
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.message import MessageBody
+from mta.store.appending import writeTemporary
 from mta.store.dovecot import readKeywords, readUIDList
 from mta.store.indexformat import (
-    FILE_MODE,
     INDEX,
     INFO,
     JOURNAL,
@@ -666,32 +666,31 @@ class FolderIndex:
             return done
 
     def append(
-        self,
-        data: bytes | MessageBody,
-        flags: Iterable[str] = (),
-        internalDate: float | None = None,
+        self, data: bytes | MessageBody, flags: Iterable[str] = (), date: float | None = None
     ) -> int:
         """
-        Add a message (IMAP APPEND): C{tmp/}, fsync, C{cur/}, fsync, journal.
+        Add a message (IMAP APPEND): C{tmp/}, fsync, then L{appendFile}; return its UID.
+        """
+        body = data if isinstance(data, MessageBody) else MessageBody("", 0, len(data), data)
+        tmp = writeTemporary(self.folder / "tmp", body.chunksSync(), body.size)
+        return self.appendFile(tmp, body.size, flags, date)
+
+    def appendFile(
+        self, tmp: Path, size: int, flags: Iterable[str] = (), internalDate: float | None = None
+    ) -> int:
+        """
+        Adopt a message fsync'd in this folder's C{tmp/}: C{cur/}, fsync, journal.
 
         @param internalDate: set as the file's mtime; now when C{None}.
         @return: its UID.
         """
-        body = data if isinstance(data, MessageBody) else MessageBody("", 0, len(data), data)
+        if tmp.parent != self.folder / "tmp":
+            raise ValueError(f"{tmp} is not in {self.folder}/tmp")
         with self._lock:
             self._ensureLoaded()
-            base = uniqueBase(body.size)
-            tmp = self.folder / "tmp" / base
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-            try:
-                for chunk in body.chunksSync():
-                    writeAll(fd, chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             when = self._clock() if internalDate is None else internalDate
             os.utime(tmp, (when, when))
-            return self._adopt([(tmp, frozenset(flags), when, body.size)])[0]
+            return self._adopt([(tmp, frozenset(flags), when, size)])[0]
 
     def _adopt(self, files: list[tuple[Path, frozenset[str], float, int]]) -> list[int]:
         """
