@@ -11,9 +11,9 @@ C{1:*} fetch never holds more than one message in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import TypeAlias, cast
 
 from mta.imap import wire
 from mta.imap.envelope import bodyStructure, envelope
@@ -70,17 +70,20 @@ class MessageData:
     What one message's FETCH may report.
 
     @ivar uid: its UID.
-    @ivar flags: its flags, C{\\Recent} included, as the session reports them.
+    @ivar flags: its flags, C{\\Recent} included, as the session reports
+        them: the rendered list, e.g. C{(\\Seen $Forwarded)}.
     @ivar internalDate: POSIX time of arrival.
     @ivar size: its size in octets.
     @ivar modseq: its mod-sequence.
     @ivar raw: its bytes, when an item needs them; else C{None}.
     """
 
+    __slots__ = ("_structure", "flags", "internalDate", "modseq", "raw", "size", "uid")
+
     def __init__(
         self,
         uid: int,
-        flags: Sequence[str],
+        flags: bytes,
         internalDate: float,
         size: int,
         modseq: int,
@@ -112,74 +115,86 @@ class MessageData:
         return self.raw
 
 
-def render(
-    message: MessageData, items: Sequence[FetchItem], withUid: bool, withModseq: bool
-) -> list[tuple[str, wire.Value]]:
+#: Renders one item's value for a message.
+_Renderer: TypeAlias = Callable[[MessageData], bytes]
+
+
+class FetchPlan:
     """
-    Render the items of one message's FETCH response.
-
-    @param withUid: add C{UID} if not asked (UID FETCH always reports it).
-    @param withModseq: add C{MODSEQ} if not asked (CONDSTORE enabled by
-        CHANGEDSINCE or a MODSEQ item).
-    @return: C{(name, value)} pairs, each item once, in the order asked.
+    The items of one FETCH command, prepared once for all its messages:
+    each item once, in the order asked, with its response name rendered
+    and its way of rendering the value chosen, so that a message costs
+    only its values.
     """
-    out: list[tuple[str, wire.Value]] = []
-    seen: set[str] = set()
 
-    def add(name: str, value: wire.Value) -> None:
-        if name not in seen:
-            seen.add(name)
-            out.append((name, value))
+    def __init__(
+        self, items: Sequence[FetchItem], withUid: bool, withModseq: bool, withFlags: bool
+    ) -> None:
+        """
+        @param withUid: add C{UID} if not asked (UID FETCH always reports it).
+        @param withModseq: add C{MODSEQ} if not asked (CONDSTORE enabled by
+            CHANGEDSINCE or a MODSEQ item).
+        @param withFlags: add C{FLAGS} if not asked (the FETCH set
+            C{\\Seen}).
+        """
+        self._entries: list[tuple[bytes, _Renderer]] = []
+        seen: set[str] = set()
+        extra = [(withUid, "UID"), (withModseq, "MODSEQ"), (withFlags, "FLAGS")]
+        for item in [*items, *(FetchAttribute(name) for wanted, name in extra if wanted)]:
+            name = item.responseName() if isinstance(item, BodySection) else item.name
+            if name not in seen:
+                seen.add(name)
+                prefix = wire.Atom(name).text.encode("ascii") + b" "
+                self._entries.append((prefix, _renderer(item)))
 
-    for item in items:
-        if isinstance(item, BodySection):
-            add(item.responseName(), wire.Literal(_section(message, item)))
-        else:
-            add(item.name, _attribute(message, item))
-    if withUid:
-        add("UID", message.uid)
-    if withModseq:
-        add("MODSEQ", (message.modseq,))
-    return out
+    def render(self, number: int, message: MessageData) -> bytes:
+        """
+        @param number: the message's sequence number.
+        @return: its C{* n FETCH (...)} response line.
+        """
+        values = b" ".join([prefix + value(message) for prefix, value in self._entries])
+        return b"* %d FETCH (%b)\r\n" % (number, values)
 
 
-def _section(message: MessageData, item: BodySection) -> bytes:
+def _renderer(item: FetchItem) -> _Renderer:
     """
-    The bytes of C{BODY[section]<partial>}.
+    @return: what renders C{item}'s value for a message.
     """
-    spec = Section(
-        item.part, item.specifier.encode("ascii"), tuple(f.encode() for f in item.fields)
-    )
-    simple = not item.part and item.specifier in ("", "HEADER", "TEXT")
-    structure = None if simple else message.structure
-    return section(message.content(), spec, item.partial, structure)
+    if isinstance(item, BodySection):
+        spec = Section(
+            item.part, item.specifier.encode("ascii"), tuple(f.encode() for f in item.fields)
+        )
+        partial = item.partial
+        if not item.part and item.specifier in ("", "HEADER", "TEXT"):
+            # The whole message, its header or its text: no MIME parsing.
+            return lambda m: wire.literal(section(m.content(), spec, partial))
+        return lambda m: wire.literal(section(m.content(), spec, partial, m.structure))
+    return _ATTRIBUTES[item.name]
 
 
-def _attribute(message: MessageData, item: FetchAttribute) -> wire.Value:
-    """
-    The value of a FETCH attribute without a section.
-    """
-    name = item.name
-    if name == "FLAGS":
-        return wire.Atom(wire.flagList(message.flags).decode("ascii"))
-    if name == "UID":
-        return message.uid
-    if name == "INTERNALDATE":
-        return internalDate(message.internalDate)
-    if name == "RFC822.SIZE":
-        return message.size
-    if name == "MODSEQ":
-        return (message.modseq,)
-    if name == "ENVELOPE":
-        return cast(wire.Value, envelope(message.structure))
-    if name in ("BODY", "BODYSTRUCTURE"):
-        return cast(wire.Value, bodyStructure(message.structure, name == "BODYSTRUCTURE"))
-    if name == "RFC822":
-        return wire.Literal(message.content())
-    if name == "RFC822.HEADER":
-        return wire.Literal(section(message.content(), Section(text=b"HEADER")))
-    # RFC822.TEXT, the last attribute the parser knows.
-    return wire.Literal(section(message.content(), Section(text=b"TEXT"), None, message.structure))
+def _envelope(message: MessageData) -> bytes:
+    return wire.encode(cast(wire.Value, envelope(message.structure)))
 
 
-__all__ = ["MessageData", "internalDate", "needsContent", "render", "setsSeen", "toDatetime"]
+def _rfc822Text(message: MessageData) -> bytes:
+    data = section(message.content(), Section(text=b"TEXT"), None, message.structure)
+    return wire.literal(data)
+
+
+#: How each FETCH attribute without a section is rendered.
+_ATTRIBUTES: dict[str, _Renderer] = {
+    "FLAGS": lambda m: m.flags,
+    "UID": lambda m: b"%d" % (m.uid,),
+    "INTERNALDATE": lambda m: wire.encode(internalDate(m.internalDate)),
+    "RFC822.SIZE": lambda m: b"%d" % (m.size,),
+    "MODSEQ": lambda m: b"(%d)" % (m.modseq,),
+    "ENVELOPE": _envelope,
+    "BODY": lambda m: wire.encode(cast(wire.Value, bodyStructure(m.structure, False))),
+    "BODYSTRUCTURE": lambda m: wire.encode(cast(wire.Value, bodyStructure(m.structure, True))),
+    "RFC822": lambda m: wire.literal(m.content()),
+    "RFC822.HEADER": lambda m: wire.literal(section(m.content(), Section(text=b"HEADER"))),
+    "RFC822.TEXT": _rfc822Text,
+}
+
+
+__all__ = ["FetchPlan", "MessageData", "internalDate", "needsContent", "setsSeen", "toDatetime"]

@@ -159,7 +159,9 @@ def _headerEnd(raw: bytes, start: int, end: int) -> int:
     if raw.startswith(b"\n", start, end):
         return start + 1
     crlf = raw.find(b"\n\r\n", start, end)
-    lf = raw.find(b"\n\n", start, end)
+    # A bare-LF end counts only before the CRLF one: look no further (a
+    # CRLF message would otherwise be scanned to its end).
+    lf = raw.find(b"\n\n", start, end if crlf < 0 else crlf + 1)
     if crlf < 0 and lf < 0:
         return end
     if lf < 0 or (0 <= crlf < lf):

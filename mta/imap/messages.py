@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from mta.imap import wire
 from mta.imap.commands import Command, Copy, Expunge, Fetch, Search, Sort, Store
-from mta.imap.fetch import MessageData, needsContent, render, setsSeen, toDatetime
+from mta.imap.fetch import FetchPlan, MessageData, needsContent, setsSeen, toDatetime
 from mta.imap.message import headerFields
 from mta.imap.query import And, BodyKey, DateKey, HeaderKey, ModSeqKey, Not, Or, SearchKey
 from mta.imap.search import Context, MessageView, matches
@@ -88,8 +88,12 @@ class MessageCommands(Session):
         assert self.selected is not None and self.mailbox is not None
         return self.selected, self.mailbox
 
-    def _targets(self, command: Command, messages: SequenceSet) -> list[int] | bytes:
+    def _targets(
+        self, command: Command, messages: SequenceSet, changedSince: int | None = None
+    ) -> list[int] | bytes:
         """
+        @param changedSince: only the messages whose mod-sequence is above
+            it (C{CHANGEDSINCE}).
         @return: the UIDs a set names, or the BAD line for a bad set.
         """
         view, _ = self._view()
@@ -97,6 +101,8 @@ class MessageCommands(Session):
             return self.bad(command, "SEARCHRES ($) is not supported")
         if not command.uid and view.outOfRange(messages):
             return self.bad(command, "Invalid message sequence number")
+        if changedSince is not None:
+            return view.changedSince(changedSince, messages, command.uid)
         return view.resolve(messages, command.uid)
 
     def waitForDrain(self) -> Deferred[None] | None:
@@ -119,7 +125,7 @@ class MessageCommands(Session):
         args = command.arguments
         assert isinstance(args, Fetch)
         view, mailbox = self._view()
-        targets = self._targets(command, args.messages)
+        targets = self._targets(command, args.messages, args.changedSince)
         if isinstance(targets, bytes):
             return targets
         withModseq = args.changedSince is not None or any(
@@ -133,13 +139,11 @@ class MessageCommands(Session):
             if gone:
                 text = ",".join(str(a) if a == b else f"{a}:{b}" for a, b in gone)
                 self.write(b"* VANISHED (EARLIER) " + text.encode("ascii") + b"\r\n")
-        if args.changedSince is not None:
-            since = args.changedSince
-            targets = [u for u in targets if view.infos[u].modseq > since]
         if setsSeen(args.items) and not view.readOnly:
             yield self._markSeen(view, mailbox, targets)
         content = needsContent(args.items)
         reportFlags = setsSeen(args.items) and not view.readOnly
+        plan = FetchPlan(args.items, command.uid, self.condstore and withModseq, reportFlags)
         known = [u for u in targets if u in view.infos]
         for batch in batches(known, lambda u: view.infos[u].size if content else 0):
             if self.selected is not view or self.disconnecting:
@@ -152,16 +156,18 @@ class MessageCommands(Session):
                 info = view.infos.get(uid)
                 if info is None or (content and uid not in raws):
                     continue  # expunged meanwhile; its EXPUNGE comes later
-                data = MessageData(
-                    uid, view.flagsOf(uid), info.internalDate, info.size, info.modseq, raws.get(uid)
-                )
-                pairs = render(data, list(args.items), command.uid, self.condstore and withModseq)
-                if reportFlags and "FLAGS" not in {name for name, _ in pairs}:
-                    pairs.append(("FLAGS", view.flagsItem(uid)))
                 number = view.sequenceOf(uid)
                 if number is None:
                     continue
-                self.write(wire.fetchResponse(number, pairs))
+                data = MessageData(
+                    uid,
+                    view.flagList(uid),
+                    info.internalDate,
+                    info.size,
+                    info.modseq,
+                    raws.get(uid),
+                )
+                self.write(plan.render(number, data))
             drained = self.waitForDrain()
             if drained is not None:
                 yield drained

@@ -17,6 +17,7 @@ Pure code: no I/O, no Deferreds; the server feeds it what the store says.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,21 @@ from mta.store.indexformat import MessageInfo
 
 #: The flags a client may set; keywords are allowed too (C{\\*}).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+#: C{(m, _AFTER)} sorts after every C{(m, n)}.
+_AFTER = math.inf
+
+#: Rendered FLAGS lists a view keeps (one per combination of flags).
+_FLAG_LISTS = 256
+
+
+def _inSpans(spans: Sequence[tuple[int, int]], number: int) -> bool:
+    """
+    @param spans: disjoint ascending inclusive C{(low, high)} ranges.
+    @return: whether C{number} is in one of them.
+    """
+    i = bisect.bisect_right(spans, (number, _AFTER)) - 1
+    return i >= 0 and spans[i][0] <= number <= spans[i][1]
 
 
 @dataclass
@@ -75,6 +91,8 @@ class SelectedFolder:
         self.uids = sorted(self.infos)
         self.recent = set(recent) & set(self.uids)
         self.highestModseq = highestModseq
+        self._byModseq = sorted((m.modseq, m.uid) for m in self.infos.values())
+        self._flagLists: dict[tuple[frozenset[str], bool], bytes] = {}
 
     # -- numbers ----------------------------------------------------------------------
 
@@ -104,17 +122,38 @@ class SelectedFolder:
         """
         if not self.uids:
             return []
-        if not byUid:
-            return [
-                self.uids[n - 1] for n in messages.numbers(len(self.uids)) if n <= len(self.uids)
-            ]
-        spans = messages.resolve(self.uids[-1])
         chosen: list[int] = []
-        for low, high in spans:
+        if not byUid:
+            # The spans are disjoint and ascending: slices, not numbers.
+            for low, high in messages.resolve(len(self.uids)):
+                chosen.extend(self.uids[low - 1 : high])
+            return chosen
+        for low, high in messages.resolve(self.uids[-1]):
             start = bisect.bisect_left(self.uids, low)
             end = bisect.bisect_right(self.uids, high)
             chosen.extend(self.uids[start:end])
-        return sorted(set(chosen))
+        return chosen
+
+    def changedSince(self, modseq: int, messages: SequenceSet, byUid: bool) -> list[int]:
+        """
+        The messages of a set whose mod-sequence is above C{modseq}
+        (C{CHANGEDSINCE}, RFC 7162 section 3.1.4), as the client was last
+        told of them.
+
+        The view keeps its messages ordered by mod-sequence, so this costs
+        in proportion to the changed messages, not to the mailbox.
+
+        @return: their UIDs, ascending.
+        """
+        if not self.uids:
+            return []
+        first = bisect.bisect_right(self._byModseq, (modseq, _AFTER))
+        changed = sorted(uid for _, uid in self._byModseq[first:])
+        if byUid:
+            spans = messages.resolve(self.uids[-1])
+            return [uid for uid in changed if _inSpans(spans, uid)]
+        spans = messages.resolve(len(self.uids))
+        return [uid for uid in changed if _inSpans(spans, self.sequenceOf(uid) or 0)]
 
     def outOfRange(self, messages: SequenceSet) -> bool:
         """
@@ -138,11 +177,25 @@ class SelectedFolder:
             flags.append("\\Recent")
         return tuple(flags)
 
+    def flagList(self, uid: int) -> bytes:
+        """
+        @return: the rendered FLAGS list of C{uid}, e.g. C{(\\Seen)};
+            rendered once per combination of flags (most messages share a
+            few).
+        """
+        key = (self.infos[uid].flags, uid in self.recent)
+        text = self._flagLists.get(key)
+        if text is None:
+            if len(self._flagLists) >= _FLAG_LISTS:
+                self._flagLists.clear()
+            text = self._flagLists[key] = wire.flagList(self.flagsOf(uid))
+        return text
+
     def flagsItem(self, uid: int) -> wire.Atom:
         """
         @return: the FLAGS value of C{uid}, ready to encode.
         """
-        return wire.Atom(wire.flagList(self.flagsOf(uid)).decode("ascii"))
+        return wire.Atom(self.flagList(uid).decode("ascii"))
 
     def keywords(self) -> list[str]:
         """
@@ -155,9 +208,21 @@ class SelectedFolder:
         """
         Record what the client is being told about a message now.
         """
-        if info.uid in self.infos:
+        old = self.infos.get(info.uid)
+        if old is not None:
             self.infos[info.uid] = info
             self.highestModseq = max(self.highestModseq, info.modseq)
+            if old.modseq != info.modseq:
+                self._forgetModseq(old)
+                bisect.insort(self._byModseq, (info.modseq, info.uid))
+
+    def _forgetModseq(self, info: MessageInfo) -> None:
+        """
+        Take a message out of the mod-sequence order.
+        """
+        i = bisect.bisect_left(self._byModseq, (info.modseq, info.uid))
+        if i < len(self._byModseq) and self._byModseq[i] == (info.modseq, info.uid):
+            del self._byModseq[i]
 
     # -- removing and adding -------------------------------------------------------
 
@@ -183,7 +248,7 @@ class SelectedFolder:
             if not vanished:
                 lines.append(wire.untagged(number, wire.Atom("EXPUNGE")))
             del self.uids[number - 1]
-            del self.infos[uid]
+            self._forgetModseq(self.infos.pop(uid))
             self.recent.discard(uid)
         return lines
 
@@ -224,6 +289,7 @@ class SelectedFolder:
             for info in fresh:
                 self.infos[info.uid] = info
                 self.uids.append(info.uid)
+                bisect.insort(self._byModseq, (info.modseq, info.uid))
             updates.newMessages = [m.uid for m in fresh]
             updates.lines.append(wire.untagged(self.exists, wire.Atom("EXISTS")))
         return updates

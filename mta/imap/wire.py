@@ -43,7 +43,8 @@ class Atom:
     text: str
 
     def __post_init__(self) -> None:
-        if any(not 0x20 <= ord(ch) < 0x7F for ch in self.text) or not self.text:
+        # ASCII and printable is exactly 0x20-0x7E.
+        if not (self.text.isascii() and self.text.isprintable()) or not self.text:
             raise ValueError(f"not an atom: {self.text!r}")
 
 
