@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -226,6 +227,9 @@ def main() -> None:
     """
     Run as C{python -m mta.policy.checkworker}.
     """
+    # The server decides when we stop (it closes our input); a Ctrl-C
+    # meant for it must not kill us mid-job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     outFd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
