@@ -285,6 +285,7 @@ class MessageCommands(Session):
                 message._fields = headerFields(raw)
             message._raw = None
             message._structure = None
+            message._plain = None
             found.append(message)
 
     @inlineCallbacks

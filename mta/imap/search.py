@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class MessageView:
     _raw: bytes | None = field(default=None, repr=False)
     _structure: Part | None = field(default=None, repr=False)
     _fields: list[Field] | None = field(default=None, repr=False)
+    _plain: Plain | None = field(default=None, repr=False)
 
     def raw(self) -> bytes:
         """
@@ -141,6 +143,15 @@ class MessageView:
         if self._fields is None:
             self._fields = headerFields(self.raw())
         return self._fields
+
+    def plain(self) -> Plain:
+        """
+        @return: what the raw bytes alone prove about the message's text
+            (L{Plain}), worked out once.
+        """
+        if self._plain is None:
+            self._plain = Plain.of(self.raw())
+        return self._plain
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,11 @@ def matches(message: MessageView, key: SearchKey, context: Context | None = None
     if isinstance(key, DateKey):
         return _compareDay(_day(message, key.field), key.comparison, key.day)
     if isinstance(key, HeaderKey):
+        if message.plain().lacks(key.value, headers=True, bodies=False):
+            return False
         return _headerMatches(message.fields(), key.field, key.value)
+    if message.plain().lacks(key.value, headers=key.includeHeaders, bodies=True):
+        return False
     return _textMatches(message, key)
 
 
@@ -282,18 +297,32 @@ def _decode(data: bytes, charset: str) -> str:
     @return: C{data} decoded from C{charset}; UTF-8 for an unknown one,
         latin-1 for 8-bit bytes that are not UTF-8 in us-ascii text.
     """
+    name = codecName(charset)
+    if name != "utf-8":
+        try:
+            return data.decode(name, "replace")
+        except (UnicodeError, LookupError):
+            pass  # a codec without "replace" (idna) or that refuses the bytes
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+@functools.lru_cache(maxsize=256)
+def codecName(charset: str) -> str:
+    """
+    @return: the name of the codec a part in C{charset} is decoded with:
+        C{utf-8} for US-ASCII, for a name Python does not know and for a
+        codec that is not a text encoding (C{zlib}, C{rot13}).
+    """
     try:
         codec = codecs.lookup(charset.strip().strip('"'))
-    except LookupError:
-        codec = codecs.lookup("utf-8")
-    if codec.name == "ascii":
-        codec = codecs.lookup("utf-8")
-    if codec.name == "utf-8":
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return data.decode("latin-1")
-    return data.decode(codec.name, "replace")
+    except (LookupError, ValueError):
+        return "utf-8"
+    if codec.name == "ascii" or not getattr(codec, "_is_text_encoding", True):
+        return "utf-8"
+    return codec.name
 
 
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
@@ -329,6 +358,111 @@ def _encodedWord(match: re.Match[bytes]) -> str:
     return _decode(data, charset.decode("ascii", "replace"))
 
 
+# -- The pre-test on raw bytes ---------------------------------------------------------
+
+#: Codecs that decode each ASCII byte to the same character.
+ASCII_SAFE = frozenset(
+    {"utf-8", "cp437", "cp850"}
+    | {f"iso8859-{n}" for n in (*range(1, 12), *range(13, 17))}
+    | {f"cp{n}" for n in range(1250, 1259)}
+)
+
+_CHARSET_PARAM = re.compile(rb'charset[ \t]*=[ \t]*("?)([a-z0-9._+-]+)\1(?=[ \t\r\n;]|\Z)')
+_ENCODING_FIELD = re.compile(
+    rb'content-transfer-encoding[ \t]*:[ \t]*([^()<>@,;:\\"/\[\]?= \t\r\n]+)'
+)
+_DECODED = frozenset({b"base64", b"quoted-printable"})
+
+
+@dataclass(frozen=True)
+class Plain:
+    """
+    What a message's raw bytes prove about its text without parsing it.
+
+    When the message is ASCII (or UTF-8), no header has an encoded word
+    (no C{=?} anywhere), no part is base64 or quoted-printable and every
+    charset decodes ASCII (or is UTF-8) as itself, then every piece of
+    text a search looks at is a run of the raw bytes decoded, and each
+    word of a folded needle (no white space in it) that occurs in the
+    folded text occurs in the case-folded raw message (case folding is
+    one character at a time).  A word missing from the raw message then
+    proves that the full, decoding search would not match.
+
+    Any C{charset} or C{Content-Transfer-Encoding} text in the message
+    that is not in the simple form recognised here makes the bodies not
+    plain (the full search then decides), so a parameter the MIME parser
+    would read differently can never be misjudged.
+
+    @ivar folded: the whole message case-folded (bytes for an ASCII
+        message, else text), or C{None} when it is neither ASCII nor UTF-8.
+    @ivar plainHeaders: no header value has an encoded word.
+    @ivar plainBodies: every C{text/*} part is searched as its raw bytes.
+    """
+
+    folded: bytes | str | None
+    plainHeaders: bool
+    plainBodies: bool
+
+    @classmethod
+    def of(cls, raw: bytes) -> Plain:
+        """
+        @return: what C{raw} proves.
+        """
+        folded: bytes | str
+        if raw.isascii():
+            folded = lowered = raw.lower()
+            safe = ASCII_SAFE
+        else:
+            try:
+                folded = raw.decode("utf-8").casefold()
+            except UnicodeDecodeError:
+                return cls(None, False, False)
+            lowered = raw.lower()
+            safe = frozenset({"utf-8"})
+        return cls(folded, b"=?" not in raw, _plainBodies(lowered, safe))
+
+    def lacks(self, value: str, headers: bool, bodies: bool) -> bool:
+        """
+        @param headers: whether the key searches header values.
+        @param bodies: whether it searches C{text/*} bodies.
+        @return: C{True} when the key's C{value} cannot match (the full
+            search would say no); C{False} when only the full search can
+            tell.
+        """
+        if self.folded is None or (headers and not self.plainHeaders):
+            return False
+        if bodies and not self.plainBodies:
+            return False
+        words = _fold(value).split(" ")
+        if isinstance(self.folded, bytes):
+            return any(w.encode("utf-8") not in self.folded for w in words)
+        return any(w not in self.folded for w in words)
+
+
+def _plainBodies(lowered: bytes, safe: frozenset[str]) -> bool:
+    """
+    @param lowered: the raw message, ASCII letters lowered.
+    @param safe: the codecs whose text is the raw bytes decoded as-is.
+    @return: whether every C{content-transfer-encoding} in the message is
+        a field whose value is a plain word other than base64 and
+        quoted-printable, and every C{charset} a parameter whose value is
+        a plain name of one of C{safe} (anything else: C{False}).
+    """
+    at = lowered.find(b"content-transfer-encoding")
+    while at >= 0:
+        field = _ENCODING_FIELD.match(lowered, at)
+        if field is None or field.group(1) in _DECODED:
+            return False
+        at = lowered.find(b"content-transfer-encoding", at + 1)
+    at = lowered.find(b"charset")
+    while at >= 0:
+        param = _CHARSET_PARAM.match(lowered, at)
+        if param is None or codecName(param.group(2).decode("ascii")) not in safe:
+            return False
+        at = lowered.find(b"charset", at + 1)
+    return True
+
+
 __all__ = [
     "CHARSETS",
     "And",
@@ -342,10 +476,12 @@ __all__ = [
     "ModSeqKey",
     "Not",
     "Or",
+    "Plain",
     "SearchKey",
     "SequenceKey",
     "SizeKey",
     "checkCharset",
+    "codecName",
     "decodeBody",
     "decodeHeader",
     "matches",
