@@ -464,6 +464,24 @@ class MailboxTests(IMAPTestCase):
         self.assertIn(b"* STATUS INBOX (MESSAGES 0)", self.send(b"s STATUS INBOX (MESSAGES)"))
 
 
+class _RecordingRunner(SynchronousRunner):
+    """
+    Runs jobs at once and says whether one is running.
+    """
+
+    inside = False
+
+    def run(self, f: Any, *args: Any, **kwargs: Any) -> Any:
+        def job() -> Any:
+            self.inside = True
+            try:
+                return f(*args, **kwargs)
+            finally:
+                self.inside = False
+
+        return super().run(job)
+
+
 class MessageTests(IMAPTestCase):
     """
     FETCH, STORE, SEARCH, SORT, COPY, MOVE, EXPUNGE and the untagged updates.
@@ -526,6 +544,34 @@ class MessageTests(IMAPTestCase):
         self.assertIn(
             b'* ESEARCH (TAG "s") COUNT 1\r\n', self.send(b"s SEARCH RETURN (COUNT) SUBJECT hello")
         )
+
+    def test_searchMatchesOnTheRunner(self) -> None:
+        """
+        A search that reads messages matches them inside the runner's job
+        (on its thread in the server), not in the reactor's code; a flag
+        search reads nothing; SORT still has each match's header fields.
+        """
+        from mta.imap import messages
+
+        runner = _RecordingRunner()
+        self.store._runner = runner
+        where: list[tuple[bool, bool]] = []
+        original = messages.matches
+
+        def recording(message: Any, key: Any, context: Any = None) -> bool:
+            where.append((runner.inside, message._raw is not None))
+            return original(message, key, context)
+
+        self.patch(messages, "matches", recording)
+        self.deliver(MESSAGE)
+        self.deliver(MULTIPART)
+        self.selectInbox()
+        self.assertIn(b"* SEARCH 2\r\n", self.send(b"s UID SEARCH TEXT two"))
+        self.assertEqual(where, [(True, True), (True, True)])
+        del where[:]
+        self.assertIn(b"* SEARCH 1 2\r\n", self.send(b"s SEARCH UNDELETED"))
+        self.assertEqual(where, [(False, False), (False, False)])
+        self.assertIn(b"* SORT 2 1\r\n", self.send(b"s SORT (REVERSE SUBJECT) UTF-8 ALL"))
 
     def test_sort(self) -> None:
         """SORT orders by subject."""

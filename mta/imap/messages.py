@@ -13,7 +13,8 @@ a large mailbox holds one message in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import functools
+from collections.abc import Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -21,7 +22,6 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from mta.imap import wire
 from mta.imap.commands import Command, Copy, Expunge, Fetch, Search, Sort, Store
 from mta.imap.fetch import FetchPlan, MessageData, needsContent, setsSeen, toDatetime
-from mta.imap.message import headerFields
 from mta.imap.query import And, BodyKey, DateKey, HeaderKey, ModSeqKey, Not, Or, SearchKey
 from mta.imap.search import Context, MessageView, matches
 from mta.imap.selected import SelectedFolder
@@ -69,11 +69,43 @@ def _noSaved(*sets: SequenceSet | None) -> bool:
     return not any(s is not None and s.saved for s in sets)
 
 
-def _loader(raw: bytes) -> Callable[[], bytes]:
+def _unread() -> bytes:
     """
-    @return: a L{MessageView} loader for bytes already read.
+    The loader of a L{MessageView} whose bytes are not read here: a key
+    that looks inside the message is matched by L{_matchRaw}.
     """
-    return lambda: raw
+    raise RuntimeError("a message's bytes are read only by _matchRaw")
+
+
+def _matchRaw(
+    views: dict[int, MessageView],
+    key: SearchKey,
+    context: Context,
+    keepFields: bool,
+    uid: int,
+    raw: bytes,
+) -> MessageView | None:
+    """
+    Match one message of a batch, on the runner's thread.
+
+    @param keepFields: keep the match's header fields (for SORT).
+    @return: the message's view when it matches, else C{None}; the view
+        keeps nothing derived from the bytes but those fields.
+    """
+    message = views[uid]
+    message._raw = raw
+    try:
+        if not matches(message, key, context):
+            return None
+        if keepFields:
+            message.fields()
+        return message
+    finally:
+        message._raw = None
+        message._structure = None
+        message._plain = None
+        if not keepFields:
+            message._fields = None
 
 
 class MessageCommands(Session):
@@ -231,8 +263,9 @@ class MessageCommands(Session):
         self, key: SearchKey, keepFields: bool
     ) -> Generator[Deferred[Any], Any, list[MessageView]]:
         """
-        Match every message against C{key}, reading messages one by one
-        only when the key needs them.
+        Match every message against C{key}, reading messages in batches
+        only when the key needs them; a batch is read and matched on the
+        runner's thread, so a long search keeps the reactor thread free.
 
         @param keepFields: keep each match's header fields (for SORT).
         @return: the matching messages.
@@ -244,49 +277,33 @@ class MessageCommands(Session):
         numbered = {uid: number for number, uid in enumerate(list(view.uids), 1)}
         known = [u for u in numbered if u in view.infos]
         for batch in batches(known, lambda u: view.infos[u].size if content else 0):
-            raws: dict[int, bytes] = (yield mailbox.readMany(batch)) if content else {}
-            for uid in batch:
-                self._matchOne(
-                    view, uid, numbered[uid], raws, content, key, context, keepFields, found
-                )
+            views = {u: self._messageView(view, u, numbered[u]) for u in batch if u in view.infos}
+            if not content:
+                found.extend(m for m in views.values() if matches(m, key, context))
+                continue
+            using = functools.partial(_matchRaw, views, key, context, keepFields)
+            matched: dict[int, MessageView | None] = yield mailbox.scan(list(views), using)
+            # One expunged meanwhile is left out; its EXPUNGE comes later.
+            found.extend(m for u, m in matched.items() if m is not None and u in view.infos)
         return found
 
-    def _matchOne(
-        self,
-        view: SelectedFolder,
-        uid: int,
-        number: int,
-        raws: dict[int, bytes],
-        content: bool,
-        key: SearchKey,
-        context: Context,
-        keepFields: bool,
-        found: list[MessageView],
-    ) -> None:
+    @staticmethod
+    def _messageView(view: SelectedFolder, uid: int, number: int) -> MessageView:
         """
-        Match one message of a batch; add it to C{found} when it matches.
+        @return: what a search may know of message C{uid} from the index;
+            its bytes are given by L{_matchRaw}.
         """
-        info = view.infos.get(uid)
-        if info is None or (content and uid not in raws):
-            return
-        raw = raws.get(uid, b"")
-        message = MessageView(
+        info = view.infos[uid]
+        return MessageView(
             uid,
             number,
             info.flags,
             toDatetime(info.internalDate),
             info.size,
-            _loader(raw),
+            _unread,
             info.modseq,
             uid in view.recent,
         )
-        if matches(message, key, context):
-            if keepFields:
-                message._fields = headerFields(raw)
-            message._raw = None
-            message._structure = None
-            message._plain = None
-            found.append(message)
 
     @inlineCallbacks
     def cmd_SEARCH(self, command: Command) -> Generator[Deferred[Any], Any, bytes]:

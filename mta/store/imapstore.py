@@ -398,6 +398,21 @@ class IMAPMailbox:
         @return: each message's bytes by UID; one expunged meanwhile is
             left out.
         """
+        return self.scan(uids, _keep)
+
+    def scan(
+        self, uids: Sequence[int], using: Callable[[int, bytes], _T]
+    ) -> Deferred[dict[int, _T]]:
+        """
+        Read several messages in one trip to the runner, as L{readMany},
+        and call C{using(uid, raw)} on each there, on the runner's thread:
+        a SEARCH matches a batch on a worker thread, so the reactor thread
+        stays free for other sessions, and only the answers come back.
+
+        @param using: must not touch state the reactor thread changes.
+        @return: C{using}'s answer by UID; a message expunged meanwhile is
+            left out.
+        """
         index = self._folder.index
 
         def readOne(uid: int) -> bytes | None:
@@ -410,15 +425,19 @@ class IMAPMailbox:
                     return None
             return None
 
-        def reading() -> dict[int, bytes]:
+        def reading() -> dict[int, _T]:
             found = {}
             for uid in uids:
                 data = readOne(uid)
                 if data is not None:
-                    found[uid] = data
+                    found[uid] = using(uid, data)
             return found
 
         return self._run(reading)
+
+
+def _keep(uid: int, raw: bytes) -> bytes:
+    return raw
 
 
 #: A batch read for FETCH or SEARCH holds at most this many bytes ...
