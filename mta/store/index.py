@@ -50,7 +50,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import re
 import shutil
 import threading
 import time
@@ -78,15 +77,14 @@ from mta.store.indexformat import (
     headerValidity,
     infoFor,
     parseRanges,
-    scanMaildir,
     uidRanges,
     uniqueBase,
     writeDurably,
 )
-from mta.store.maildir import _parseName
+from mta.store.indexscan import Described, FlagsOfInfo, describeFiles, scanMaildir
 
-#: Dovecot's C{,W=} field: the message's size with CRLF line ends.
-_WIRE_SIZE = re.compile(r",W=(\d+)(?:,|$)")
+#: A Maildir scan: base name to C{(sub, file name)}.
+Scan = dict[str, tuple[str, str]]
 
 
 class FolderIndex:
@@ -129,13 +127,21 @@ class FolderIndex:
 
     # Loading, rebuilding, compacting.
 
-    def _ensureLoaded(self) -> None:
+    def _ensureLoaded(self) -> Scan | None:
+        """
+        Load the index, or build it if it is missing or damaged.
+
+        @return: the scan of the Maildir a build made (a caller about to
+            scan may use it instead, within the same locked call), else
+            C{None}.
+        """
         if self._loaded:
-            return
+            return None
+        scan = None
         snapshot = self._readOrNone(INDEX)
         journal = self._readOrNone(JOURNAL)
         if snapshot is None and journal is None:
-            self._create()
+            scan = self._create()
         else:
             oldValidity = max(headerValidity(snapshot), headerValidity(journal))
             try:
@@ -144,8 +150,9 @@ class FolderIndex:
                 self._loadSnapshot(snapshot)
                 self._replay(journal)
             except (IndexDamaged, ValueError, IndexError, KeyError):
-                self._rebuild(oldValidity)
+                scan = self._rebuild(oldValidity)
         self._loaded = True
+        return scan
 
     def _readOrNone(self, name: str) -> bytes | None:
         try:
@@ -153,7 +160,7 @@ class FolderIndex:
         except FileNotFoundError:
             return None
 
-    def _create(self) -> None:
+    def _create(self) -> Scan:
         """
         Index the folder for the first time, adopting Dovecot's UIDs.
         """
@@ -166,9 +173,9 @@ class FolderIndex:
             known = adopted.uids
         # A folder indexed for the first time: its messages are all new to
         # IMAP, hence \\Recent; an adopted one's were seen by Dovecot.
-        self._build(known, recent=adopted is None)
+        return self._build(known, recent=adopted is None)
 
-    def _rebuild(self, oldValidity: int) -> None:
+    def _rebuild(self, oldValidity: int) -> Scan:
         """
         Index the folder afresh under a new UIDVALIDITY, never an old one.
         """
@@ -176,55 +183,40 @@ class FolderIndex:
         floor = max(oldValidity, adopted.uidValidity if adopted else 0) + 1
         self._reset(max(int(self._clock()), floor))
         self._letters = readKeywords(self.folder)
-        self._build({}, recent=False)
+        return self._build({}, recent=False)
 
-    def _build(self, known: dict[str, int], recent: bool) -> None:
+    def _build(self, known: dict[str, int], recent: bool) -> Scan:
         """
-        Index every file, giving those in C{known} their UID, then write
-        the snapshot and an empty journal.
+        Index every file, giving those in C{known} their UID and the others
+        new ones in delivery order, then write the snapshot and an empty
+        journal.
+
+        @return: the scan of the Maildir it indexed.
         """
-        fresh: list[tuple[float, str, str, str, float, int]] = []
-        for base, (sub, name) in scanMaildir(self.folder).items():
-            details = self._describe(sub, name)
-            if details is None:
-                continue
-            arrival, date, size = details
-            if base in known:
-                flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
-                entry = IndexEntry(known[base], 1, sub, name, date, size, flags)
-                self._entries[entry.uid] = self._byBase[base] = entry
+        scan = scanMaildir(self.folder)
+        described = describeFiles(self.folder, ((b, s, n) for b, (s, n) in scan.items()))
+        flagsOf = FlagsOfInfo(self._letters)
+        fresh: list[Described] = []
+        entries: list[IndexEntry] = []
+        for item in described:
+            _, base, sub, name, date, size = item
+            uid = known.get(base)
+            if uid is None:
+                fresh.append(item)
             else:
-                fresh.append((arrival, base, sub, name, date, size))
-        self.uidNext = max([self.uidNext, *(uid + 1 for uid in self._entries)])
-        self._entries = dict(sorted(self._entries.items()))
-        for _, base, sub, name, date, size in sorted(fresh):
-            flags = flagsFromInfo(name.partition(INFO)[2], self._letters)
-            entry = IndexEntry(self.uidNext, 1, sub, name, date, size, flags)
-            self._entries[entry.uid] = self._byBase[base] = entry
-            self.uidNext += 1
+                entries.append(IndexEntry(uid, 1, sub, name, date, size, flagsOf(name)))
+        entries.sort(key=lambda entry: entry.uid)
+        if entries:
+            self.uidNext = max(self.uidNext, entries[-1].uid + 1)
+        fresh.sort()
+        for uid, (_, _, sub, name, date, size) in enumerate(fresh, self.uidNext):
+            entries.append(IndexEntry(uid, 1, sub, name, date, size, flagsOf(name)))
+        self.uidNext += len(fresh)
+        self._entries = {entry.uid: entry for entry in entries}
+        self._byBase = {entry.base: entry for entry in entries}
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
-
-    def _describe(self, sub: str, name: str) -> tuple[float, float, int] | None:
-        """
-        @return: a file's C{(arrival, internal date, size)}, C{None} if it
-            is gone.  The arrival time (which orders new UIDs) is the one
-            in its name, else its mtime; the internal date is its mtime, as
-            Dovecot and Courier have it (an APPEND with a date sets it, and
-            so does L{append}); the size is the name's C{W=} (Dovecot's size
-            with CRLF line ends, what IMAP serves), else its C{S=}, else
-            C{stat}'s.
-        """
-        _, size, when = _parseName(name)
-        wire = _WIRE_SIZE.search(name.split(":2,", 1)[0])
-        if wire is not None:
-            size = int(wire.group(1))
-        try:
-            st = os.stat(self.folder / sub / name)
-        except FileNotFoundError:
-            return None
-        size = st.st_size if size is None else size
-        return (st.st_mtime if when is None else when), st.st_mtime, size
+        return scan
 
     def _loadSnapshot(self, data: bytes) -> None:
         body, _, tail = data.rstrip(b"\n").rpartition(b"\n")
@@ -500,8 +492,7 @@ class FolderIndex:
         @param takeNew: also move C{new/} files into C{cur/}.
         """
         with self._lock:
-            self._ensureLoaded()
-            found = scanMaildir(self.folder)
+            found = self._ensureLoaded() or scanMaildir(self.folder)
             if takeNew:
                 found = self._takeNew(found)
             modseq = self._nextModseq()
@@ -564,13 +555,8 @@ class FolderIndex:
 
         @return: the UIDs given.
         """
-        fresh: list[tuple[float, str, str, str, float, int]] = []
-        for base, (sub, name) in found.items():
-            if base not in self._byBase:
-                details = self._describe(sub, name)
-                if details is not None:
-                    arrival, date, size = details
-                    fresh.append((arrival, base, sub, name, date, size))
+        unknown = ((b, s, n) for b, (s, n) in found.items() if b not in self._byBase)
+        fresh = describeFiles(self.folder, unknown)
         added: list[int] = []
         for _, _, sub, name, date, size in sorted(fresh):
             uid = self.uidNext + len(added)

@@ -45,7 +45,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.store.dovecot import KEYWORD_LETTERS
@@ -76,10 +76,11 @@ class IndexDamaged(Exception):
     """
 
 
-@dataclass(frozen=True)
-class MessageInfo:
+class MessageInfo(NamedTuple):
     """
-    One message as the index knows it.
+    One message as the index knows it (a named tuple: a SELECT makes one
+    per message, and a frozen dataclass costs several times as much to
+    make).
 
     @ivar uid: its IMAP UID.
     @ivar flags: system flags (C{\\Seen}...) and keywords.
@@ -160,10 +161,11 @@ class IndexEntry:
         return MessageInfo(self.uid, self.flags, self.modseq, self.date, self.size, self.base)
 
     def record(self) -> str:
-        return "\t".join(
-            ("A", str(self.uid), str(self.modseq), self.sub, self.name, repr(self.date),
-             str(self.size), " ".join(sorted(self.flags)))
-        )  # fmt: skip
+        flags = " ".join(sorted(self.flags)) if self.flags else ""
+        return (
+            f"A\t{self.uid}\t{self.modseq}\t{self.sub}\t{self.name}\t{self.date!r}"
+            f"\t{self.size}\t{flags}"
+        )
 
 
 def combineFlags(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
@@ -265,24 +267,6 @@ def writeDurably(path: Path, data: bytes) -> None:
     fsyncDirectory(path.parent)
 
 
-def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
-    """
-    @return: base name to C{(sub, file name)} for every message file;
-        C{cur/} wins over C{new/} while another reader moves a file.
-    """
-    found: dict[str, tuple[str, str]] = {}
-    for sub in ("new", "cur"):
-        try:
-            with os.scandir(folder / sub) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if name[0] != "." and "\t" not in name and "\n" not in name:
-                        found[name.split(INFO, 1)[0]] = (sub, name)
-        except FileNotFoundError:
-            continue
-    return found
-
-
 _uniqueCounter = iter(range(1, 1 << 62))
 _uniqueLock = threading.Lock()
 
@@ -318,7 +302,6 @@ __all__ = [
     "headerValidity",
     "infoFor",
     "parseRanges",
-    "scanMaildir",
     "uidRanges",
     "uniqueBase",
     "writeDurably",

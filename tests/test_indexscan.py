@@ -1,0 +1,122 @@
+"""
+Tests for L{mta.store.indexscan}: what the index reads of a Maildir's
+files when it meets them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mta.store.indexscan import FlagsOfInfo, describeFiles, nameFacts, scanMaildir
+
+
+class NameFactsTests(SynchronousTestCase):
+    """
+    L{nameFacts} reads the size and arrival time a base name carries.
+    """
+
+    def test_localDelivery(self) -> None:
+        """
+        C{<sec>.M<usec>P<pid>Q<n>.<host>,S=<size>}: both are there.
+        """
+        self.assertEqual(nameFacts("1700000000.M250000P42Q1.host,S=123"), (123, 1700000000.25))
+
+    def test_wireSizeWins(self) -> None:
+        """
+        Dovecot's C{,W=} (the CRLF size) wins over C{,S=}, in either order.
+        """
+        self.assertEqual(nameFacts("17.M1P2.host,S=100,W=104")[0], 104)
+        self.assertEqual(nameFacts("17.M1P2.host,W=104,S=100")[0], 104)
+
+    def test_nothingSaid(self) -> None:
+        """
+        A name without a leading time or a size field says neither.
+        """
+        self.assertEqual(nameFacts("message-one"), (None, None))
+        self.assertEqual(nameFacts("abc.M1P2.host,S=x,W=,Z=9"), (None, None))
+
+    def test_secondsOnly(self) -> None:
+        """
+        The microseconds count only in the C{M<digits>} form, six digits at
+        most.
+        """
+        self.assertEqual(nameFacts("1700000000.P42.host")[1], 1700000000.0)
+        self.assertEqual(nameFacts("1700000000.M1234567P1.host")[1], 1700000000.0)
+
+
+class DescribeFilesTests(SynchronousTestCase):
+    """
+    L{describeFiles} reads one C{stat} per file.
+    """
+
+    def setUp(self) -> None:
+        self.folder = Path(self.mktemp())
+        for sub in ("cur", "new", "tmp"):
+            (self.folder / sub).mkdir(parents=True)
+
+    def test_facts(self) -> None:
+        """
+        The internal date is the mtime; the arrival and size come from the
+        name when it has them, else from C{stat}.
+        """
+        named = "1700000000.M5P1Q1.host,S=999"
+        (self.folder / "new" / named).write_bytes(b"abc")
+        os.utime(self.folder / "new" / named, (1_600_000_000, 1_600_000_000))
+        bare = "bare:2,S"
+        (self.folder / "cur" / bare).write_bytes(b"abcde")
+        os.utime(self.folder / "cur" / bare, (1_500_000_000, 1_500_000_000))
+        described = describeFiles(
+            self.folder, [("1700000000.M5P1Q1.host,S=999", "new", named), ("bare", "cur", bare)]
+        )
+        self.assertEqual(
+            sorted(described),
+            [
+                (1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5),
+                (1700000000.000005, named, "new", named, 1_600_000_000.0, 999),
+            ],
+        )
+
+    def test_goneSkipped(self) -> None:
+        """
+        A file gone since the scan, or a directory gone, is left out.
+        """
+        (self.folder / "cur" / "here").write_bytes(b"x")
+        (self.folder / "tmp").rmdir()
+        described = describeFiles(
+            self.folder, [("gone", "cur", "gone"), ("t", "tmp", "t"), ("here", "cur", "here")]
+        )
+        self.assertEqual([d[1] for d in described], ["here"])
+
+    def test_scan(self) -> None:
+        """
+        L{scanMaildir} keys files by base name, skips dot files and names
+        the index cannot store, and prefers C{cur/} when a file is in both.
+        """
+        for sub, name in [
+            ("new", "a"),
+            ("new", "b"),
+            ("cur", "b:2,S"),
+            ("cur", ".hidden"),
+            ("cur", "tab\there"),
+        ]:
+            (self.folder / sub / name).write_bytes(b"x")
+        self.assertEqual(scanMaildir(self.folder), {"a": ("new", "a"), "b": ("cur", "b:2,S")})
+
+
+class FlagsOfInfoTests(SynchronousTestCase):
+    """
+    L{FlagsOfInfo} reads the info part of a name, once per distinct part.
+    """
+
+    def test_flags(self) -> None:
+        """
+        System flag letters and Dovecot keyword letters; names with the same
+        info part share one set.
+        """
+        flagsOf = FlagsOfInfo(["$Work", "Later"])
+        self.assertEqual(flagsOf("x:2,RSb"), frozenset({"\\Answered", "\\Seen", "Later"}))
+        self.assertEqual(flagsOf("y"), frozenset())
+        self.assertIs(flagsOf("p:2,FS"), flagsOf("q:2,FS"))
