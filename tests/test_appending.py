@@ -79,6 +79,22 @@ class TemporaryMessageTests(SynchronousTestCase):
         temporary.discard()
         self.assertEqual(os.listdir(self.tmp), [])
 
+    def test_handOverFails(self) -> None:
+        """A hand-over that fails removes the file; one that succeeds does not."""
+        temporary = TemporaryMessage.create(self.tmp, 3)
+        temporary.write([b"abc"])
+        temporary.finish()
+
+        def refuse(path: Path, size: int) -> int:
+            raise OSError("no room")
+
+        self.assertRaises(OSError, temporary.handOver, refuse)
+        self.assertEqual(os.listdir(self.tmp), [])
+        temporary = TemporaryMessage.create(self.tmp, 0)
+        temporary.finish()
+        self.assertEqual(temporary.handOver(lambda path, size: (path.name, size))[1], 0)
+        self.assertEqual(len(os.listdir(self.tmp)), 1)
+
     def test_writeTemporaryCleansUp(self) -> None:
         """A short write leaves no file."""
         self.assertRaises(ValueError, writeTemporary, self.tmp, [b"abc"], 4)

@@ -350,10 +350,7 @@ class MailboxCommands(Session):
             return self.no(command, "Mailbox does not exist", wire.TRYCREATE)
         flags = [f for f in args.flags if f.lower() != "\\recent"]
         when = args.internalDate.timestamp() if isinstance(args.internalDate, datetime) else None
-        if spool is not None:
-            validity, uid = yield mailbox.appendSpooled(spool, flags, when)
-        else:
-            validity, uid = yield mailbox.append(args.message, flags, when)
+        validity, uid = yield mailbox.append(args.message if spool is None else spool, flags, when)
         return self.ok(command, "APPEND completed", wire.appendUid(validity, [uid]))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -29,6 +30,7 @@ from mta.interfaces import IBlockingRunner
 from mta.store.indexformat import FILE_MODE, uniqueBase
 
 _log = Logger(namespace="mta.store.appending")
+_T = TypeVar("_T")
 
 #: Bytes a spool queues before it asks the protocol to stop reading.
 HIGH_WATER = 1024 * 1024
@@ -83,6 +85,17 @@ class TemporaryMessage:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def handOver(self, adopt: Callable[[Path, int], _T]) -> _T:
+        """
+        Give the finished file to C{adopt(path, size)}, which moves it into
+        the folder (blocking); if that fails, the file is removed.
+        """
+        try:
+            return adopt(self.path, self.size)
+        except BaseException:
+            self.discard()
+            raise
 
     def discard(self) -> None:
         """

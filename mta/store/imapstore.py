@@ -264,48 +264,30 @@ class IMAPMailbox:
 
     def append(
         self,
-        data: bytes | MessageBody,
+        data: bytes | MessageBody | MessageSpool,
         flags: Iterable[str] = (),
         internalDate: float | None = None,
     ) -> Deferred[tuple[int, int]]:
         """
-        IMAP APPEND.
+        IMAP APPEND of C{data}, or of the message a L{MessageSpool} (see
+        L{IMAPStore.spoolMessage}) streamed to this folder's C{tmp/}: once
+        it is whole and fsync'd, into C{cur/} and the index.
 
         @return: C{(UIDVALIDITY, UID)}, for UIDPLUS's APPENDUID.
         """
-        index = self._folder.index
+        index, flagList = self._folder.index, list(flags)
 
         def appended(uid: int) -> tuple[int, int]:
             self._changed(SyncResult(added=(uid,), highestModseq=index.highestModseq), None)
             return index.uidValidity, uid
 
-        d = self._run(index.append, data, list(flags), internalDate)
-        return d.addCallback(appended)
+        def adopt(path: Path, size: int) -> int:
+            return index.appendFile(path, size, flagList, internalDate)
 
-    def appendSpooled(
-        self, spool: MessageSpool, flags: Iterable[str] = (), internalDate: float | None = None
-    ) -> Deferred[tuple[int, int]]:
-        """
-        IMAP APPEND of a message streamed to this folder's C{tmp/} (see
-        L{IMAPStore.spoolMessage}): once it is whole and fsync'd, into
-        C{cur/} and the index; the file is removed if anything fails.
-
-        @return: C{(UIDVALIDITY, UID)}.
-        """
-        index = self._folder.index
-
-        def adopt(temporary: TemporaryMessage) -> int:
-            try:
-                return index.appendFile(temporary.path, temporary.size, flags, internalDate)
-            except BaseException:
-                temporary.discard()
-                raise
-
-        def appended(uid: int) -> tuple[int, int]:
-            self._changed(SyncResult(added=(uid,), highestModseq=index.highestModseq), None)
-            return index.uidValidity, uid
-
-        d = spool.finish().addCallback(lambda temporary: self._run(adopt, temporary))
+        if isinstance(data, MessageSpool):
+            d = data.finish().addCallback(lambda tmp: self._run(tmp.handOver, adopt))
+        else:
+            d = self._run(index.append, data, flagList, internalDate)
         return d.addCallback(appended)
 
     def copy(self, uids: Iterable[int], destination: str) -> Deferred[tuple[int, dict[int, int]]]:
@@ -586,7 +568,7 @@ class IMAPStore:
     ) -> MessageSpool:
         """
         Start writing a message of C{size} bytes for folder C{name} into
-        its C{tmp/} as it arrives; L{IMAPMailbox.appendSpooled} adds it.
+        its C{tmp/} as it arrives; L{IMAPMailbox.append} adds it.
 
         @param flowChanged: called when the spool's C{behind} changes.
         @return: the spool; if there is no such folder, it drops what it
