@@ -6,8 +6,6 @@ and the rendered FLAGS lists it keeps.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -123,7 +121,7 @@ class ChangedSinceTests(SynchronousTestCase):
             if uids:
                 uid = uids[index % len(uids)]
                 if uid in view.infos:
-                    view.update(replace(view.infos[uid], modseq=modseq))
+                    view.update(info(uid, modseq, *view.infos[uid].flags))
         view.expunge(gone, vanished=True)
         messages = SequenceSet(tuple(ranges))
         self.assertEqual(
