@@ -81,7 +81,7 @@ from mta.store.indexformat import (
     uniqueBase,
     writeDurably,
 )
-from mta.store.indexscan import Described, FlagsOfInfo, describeFiles, scanMaildir
+from mta.store.indexscan import FlagsOfInfo, describeFiles, scanMaildir
 
 #: A Maildir scan: base name to C{(sub, file name)}.
 Scan = dict[str, tuple[str, str]]
@@ -195,25 +195,17 @@ class FolderIndex:
         """
         scan = scanMaildir(self.folder)
         described = describeFiles(self.folder, ((b, s, n) for b, (s, n) in scan.items()))
+        adopted = sorted((known[d[1]], d) for d in described if d[1] in known) if known else []
+        fresh = sorted(d for d in described if d[1] not in known) if known else sorted(described)
         flagsOf = FlagsOfInfo(self._letters)
-        fresh: list[Described] = []
-        entries: list[IndexEntry] = []
-        for item in described:
-            _, base, sub, name, date, size = item
-            uid = known.get(base)
-            if uid is None:
-                fresh.append(item)
-            else:
-                entries.append(IndexEntry(uid, 1, sub, name, date, size, flagsOf(name)))
-        entries.sort(key=lambda entry: entry.uid)
-        if entries:
-            self.uidNext = max(self.uidNext, entries[-1].uid + 1)
-        fresh.sort()
-        for uid, (_, _, sub, name, date, size) in enumerate(fresh, self.uidNext):
-            entries.append(IndexEntry(uid, 1, sub, name, date, size, flagsOf(name)))
+        entries, byBase = self._entries, self._byBase
+        for uid, (_, base, sub, name, date, size) in adopted:
+            entries[uid] = byBase[base] = IndexEntry(uid, 1, sub, name, date, size, flagsOf(name))
+        if adopted:
+            self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
+        for uid, (_, base, sub, name, date, size) in enumerate(fresh, self.uidNext):
+            entries[uid] = byBase[base] = IndexEntry(uid, 1, sub, name, date, size, flagsOf(name))
         self.uidNext += len(fresh)
-        self._entries = {entry.uid: entry for entry in entries}
-        self._byBase = {entry.base: entry for entry in entries}
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
         return scan
@@ -335,9 +327,8 @@ class FolderIndex:
             self.uidNext = max(self.uidNext, uid + 1)
         elif kind == "F":
             uid, modseq = int(fields[1]), int(fields[2])
-            entry = self._entries[uid]
-            entry.modseq, entry.sub, entry.name = modseq, fields[3], fields[4]
-            entry.flags = frozenset(fields[5].split()) if fields[5] else frozenset()
+            flags = frozenset(fields[5].split()) if fields[5] else frozenset()
+            self._entries[uid].change(modseq, fields[3], fields[4], flags)
         elif kind == "X":
             modseq = int(fields[1])
             self._forget(parseRanges(fields[2]), modseq)

@@ -135,10 +135,13 @@ class FolderStatus:
 
 class IndexEntry:
     """
-    One message's mutable record.
+    One message's mutable record; change it only through L{change}, which
+    forgets the L{MessageInfo} it keeps (every SELECT asks for all of
+    them, and the sessions that have the folder selected then share
+    them).
     """
 
-    __slots__ = ("date", "flags", "modseq", "name", "size", "sub", "uid")
+    __slots__ = ("_info", "date", "flags", "modseq", "name", "size", "sub", "uid")
 
     def __init__(
         self,
@@ -152,13 +155,23 @@ class IndexEntry:
     ) -> None:
         self.uid, self.modseq, self.sub, self.name = uid, modseq, sub, name
         self.date, self.size, self.flags = date, size, flags
+        self._info: MessageInfo | None = None
+
+    def change(self, modseq: int, sub: str, name: str, flags: frozenset[str]) -> None:
+        self.modseq, self.sub, self.name, self.flags = modseq, sub, name, flags
+        self._info = None
 
     @property
     def base(self) -> str:
         return self.name.split(INFO, 1)[0]
 
     def info(self) -> MessageInfo:
-        return MessageInfo(self.uid, self.flags, self.modseq, self.date, self.size, self.base)
+        info = self._info
+        if info is None:
+            info = self._info = MessageInfo(
+                self.uid, self.flags, self.modseq, self.date, self.size, self.base
+            )
+        return info
 
     def record(self) -> str:
         flags = " ".join(sorted(self.flags)) if self.flags else ""
