@@ -132,6 +132,29 @@ class IndexBasicsTests(_Base):
         index.setFlags([1], "replace", ["\\Answered", "\\Deleted", "\\Draft"])
         self.assertEqual(self.files(), [base + ":2,DRT"])
 
+    def test_messagesFollowChanges(self) -> None:
+        """
+        L{FolderIndex.messages} hands out the same L{MessageInfo} objects
+        while nothing changes, and new ones once a flag change, a rename by
+        another Maildir tool, or a journal replay changes a message.
+        """
+        base = deliver(self.folder, 1)
+        deliver(self.folder, 2)
+        index = self.index()
+        first = index.messages()
+        self.assertIs(index.messages()[0], first[0])
+        index.setFlags([1], "add", ["\\Flagged", "$Later"])
+        changed, same = index.messages()
+        self.assertIs(same, first[1])
+        self.assertEqual((changed.flags, changed.modseq), ({"\\Flagged", "$Later"}, 2))
+        os.rename(self.folder / "cur" / (base + ":2,F"), self.folder / "cur" / (base + ":2,FS"))
+        index.sync()
+        self.assertEqual(index.messages()[0].flags, {"\\Flagged", "\\Seen", "$Later"})
+        index.close()
+        reopened = self.index().messages()
+        self.assertEqual(reopened[0].flags, {"\\Flagged", "\\Seen", "$Later"})
+        self.assertEqual(reopened[0].modseq, 3)
+
     def test_flagsFromNames(self) -> None:
         """
         Flags come from file names for new files and for files another
