@@ -207,12 +207,6 @@ class _Cache:
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
 
-    def now(self) -> float:
-        """
-        @return: the time on the cache's clock.
-        """
-        return self._clock.seconds()
-
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -478,43 +472,6 @@ class Resolver:
                 outcomes.append(_addresses(records))
             return _mergeAddresses(outcomes)
         return None
-
-    def cachedFor(self, kind: str, name: str, *args: str) -> float:
-        """
-        How long the cache keeps what C{cached(kind, name, *args)} reads:
-        for a process that keeps its own copy of an answer (a check worker,
-        L{mta.policy.workers}) and must not keep it longer than we do.
-
-        @return: seconds left, the least of every answer it needs; C{0}
-            when one of them is not cached (or C{kind} is unknown).
-        """
-        keys: list[tuple[str, int]] = []
-        if kind in ("TXT", "MX"):
-            keys = [(name, tdns.TXT if kind == "TXT" else tdns.MX)]
-        elif kind == "PTR":
-            try:
-                keys = [(ipaddress.ip_address(name).reverse_pointer, tdns.PTR)]
-            except ValueError:
-                return 0.0
-        elif kind == "Addresses":
-            family = args[0] if args else "any"
-            if _literal(name, family if family in ("ipv4", "ipv6") else "any") is not None:
-                return float(MAX_TTL)
-            keys = [
-                (name, t)
-                for f, t in (("ipv6", tdns.AAAA), ("ipv4", tdns.A))
-                if family in (f, "any")
-            ]
-        left: list[float] = []
-        for text, rrtype in keys:
-            try:
-                entry = self._cache.get((_encodeName(text), rrtype))
-            except UnicodeError:
-                entry = None
-            if entry is None:
-                return 0.0
-            left.append(entry.expires - self._cache.now())
-        return max(0.0, min(left)) if left else 0.0
 
     def _lookup(self, name: str, rrtype: int) -> Deferred[list[Any]]:
         """

@@ -6,7 +6,7 @@ The service tree::
 
     MultiService "mta"
     |- BlockingRunner "io"            thread pool for fsync, files, argon2
-    |- CheckWorkers "checks"          child processes for SPF, DKIM, DMARC of inbound mail
+    |- BlockingRunner "checks"        thread pool for SPF and DKIM of inbound mail
     |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
@@ -49,7 +49,6 @@ from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.authresults import InboundChecks
 from mta.policy.chain import smtpPolicy
 from mta.policy.dkimsign import SIGNED_HEADERS, DKIMSigner, LoadedKeys
-from mta.policy.workers import CheckWorkers
 from mta.pop3.server import POP3Factory
 from mta.queue.control import ControlRequests, ControlServer, QueueCommands
 from mta.queue.scheduler import QueueManager
@@ -76,6 +75,9 @@ DELIVERY_LINGER = 0.005
 GC_THRESHOLD = 10_000
 #: How many fsyncs of one batch (queue or Maildir) may run at once.
 SYNC_THREADS = 8
+#: Threads for SPF and DKIM checks of inbound mail (pyspf and dkimpy
+#: block on DNS and crypto).
+CHECK_THREADS = 8
 #: How often the certificate files are checked for changes.
 TLS_RELOAD_INTERVAL = 60.0
 
@@ -366,13 +368,12 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
-    # Mail authentication of inbound mail runs in child processes (its
-    # Python work then uses another CPU than the server's); their DNS
-    # comes back to the one resolver.
-    checks = CheckWorkers(reactor, resolver, config.hostname, config.checks)
-    checks.setName("checks")
-    checks.setServiceParent(top)
-    inbound = InboundChecks(config.hostname, config.checks, checks)
+    # Mail authentication of inbound mail waits on DNS: a pool of its own,
+    # so that slow lookups never hold up the fsyncs of the io pool.
+    checksRunner = BlockingRunner(reactor, CHECK_THREADS, name="checks")
+    checksRunner.setName("checks")
+    checksRunner.setServiceParent(top)
+    inbound = InboundChecks(config.hostname, config.checks, resolver, reactor, checksRunner)
     # Every SMTP listener asks the same checks; DKIM signing last.
     policy = smtpPolicy(
         directory,

@@ -19,12 +19,12 @@ from twisted.trial.unittest import TestCase
 
 from mta.config import ChecksConfig
 from mta.envelope import Address, Envelope, Recipient
-from mta.policy.authresults import Checker, InboundChecks
+from mta.policy.authresults import InboundChecks
 from mta.policy.base import Session, Verdict
 from mta.policy.dmarc import loadPublicSuffixList
 from mta.testing.fakes import FakeResolver
+from mta.threads import BlockingRunner
 from tests.test_dkimverify import rsaKey, sign
-from tests.test_mailauth import CheckerAtOnce
 
 #: The global reactor, as the interfaces the checks ask for.
 reactor = cast(Any, _reactor)
@@ -63,6 +63,10 @@ class MatrixTestCase(TestCase):
 
     def setUp(self) -> None:
         self.resolver = FakeResolver()
+        runner = BlockingRunner(reactor, 2, name="dmarc-matrix")
+        runner.startService()
+        self.addCleanup(runner.stopService)
+        self.runner = runner
         self.draw = 0.5
         for domain in ("example.test", "mail.example.test", "other.test"):
             self.resolver.txt[f"s1._domainkey.{domain}"] = [key(domain)[1]]
@@ -74,11 +78,15 @@ class MatrixTestCase(TestCase):
     async def check(
         self, data: bytes, sender: str, client: str, config: ChecksConfig | None = None
     ) -> Verdict:
-        config = config or ChecksConfig()
-        runner = CheckerAtOnce(Checker("mx.our.test", config, PSL), self.resolver)
-        checks = InboundChecks("mx.our.test", config, runner, lambda: self.draw).build(
-            lambda ip: False
-        )
+        checks = InboundChecks(
+            "mx.our.test",
+            config or ChecksConfig(),
+            self.resolver,
+            reactor,
+            self.runner,
+            PSL,
+            lambda: self.draw,
+        ).build(lambda ip: False)
         local, _, domain = sender.partition("@")
         bob = Address("bob", "our.test")
         envelope = Envelope(

@@ -482,28 +482,6 @@ class CachedTests(SynchronousTestCase):
         self.failureResultOf(self.resolver.lookupAddresses("nowhere.test"), DNSNameError)
         self.assertRaises(DNSNameError, self.resolver.cached, "Addresses", "nowhere.test", "any")
 
-    def test_cachedFor(self) -> None:
-        """
-        L{Resolver.cachedFor} says how long the cache keeps an answer: 0
-        before the lookup and after the TTL, the least TTL of the answers
-        an address lookup needs, NXDOMAIN for its negative TTL.
-        """
-        r = self.resolver
-        self.assertEqual(r.cachedFor("TXT", "txt.test"), 0)
-        self.successResultOf(r.lookupTXT("txt.test"))
-        self.clock.advance(10)
-        self.assertEqual(r.cachedFor("TXT", "txt.test"), 50)
-        self.clock.advance(51)
-        self.assertEqual(r.cachedFor("TXT", "txt.test"), 0)
-        self.successResultOf(r.lookupAddresses("host.test", "ipv4"))
-        self.assertGreater(r.cachedFor("Addresses", "host.test", "ipv4"), 0)
-        self.assertEqual(r.cachedFor("Addresses", "host.test", "any"), 0)
-        self.successResultOf(r.lookupPTR("192.0.2.1"))
-        self.assertGreater(r.cachedFor("PTR", "192.0.2.1"), 0)
-        self.failureResultOf(r.lookupTXT("nowhere.test"), DNSNameError)
-        self.assertGreater(r.cachedFor("TXT", "nowhere.test"), 0)
-        self.assertEqual(r.cachedFor("SRV", "txt.test"), 0)
-
     def test_blockingLookupFromCache(self) -> None:
         """
         L{blockingLookup} and L{blockingTXT} answer a cached name without

@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -23,21 +20,15 @@ from mta.directory.memory import MemoryDirectory
 from mta.envelope import Address, Envelope, Recipient
 from mta.errors import ConfigError
 from mta.policy import authresults
-from mta.policy.authresults import (
-    Checker,
-    CheckJob,
-    CheckOutcome,
-    InboundChecks,
-    authenticationResults,
-)
+from mta.policy.authresults import InboundChecks, authenticationResults
 from mta.policy.base import ACCEPT, PolicyChain, PolicyCheck, Session, Verdict, stripHeaderFields
 from mta.policy.chain import smtpPolicy
 from mta.policy.dkimverify import DKIMResult
 from mta.policy.dmarc import DMARCResult, loadPublicSuffixList
 from mta.policy.spf import SPFResult
-from mta.policy.workers import CheckWorkers, WorkerJobError, WorkerLost
 from mta.smtp.server import Mode, SMTPFactory
 from mta.testing.fakes import FakeResolver, RecordingSink
+from mta.threads import BlockingRunner
 from tests.test_dkimverify import MESSAGE, rsaKey, sign
 
 #: The global reactor, as the interfaces the checks ask for.
@@ -45,37 +36,6 @@ reactor = cast(Any, _reactor)
 PSL = loadPublicSuffixList()
 CLIENT = "192.0.2.10"
 MX = Session(peer=CLIENT, listener="smtp", heloName="mail.example.test")
-
-
-def answerAtOnce(resolver: FakeResolver) -> Any:
-    """
-    @return: a blocking C{lookup(kind, *args)} over C{resolver}, whose
-        answers are ready at once.
-    """
-
-    def lookup(kind: str, *args: str) -> Any:
-        found: list[Any] = []
-        getattr(resolver, f"lookup{kind}")(*args).addBoth(found.append)
-        if isinstance(found[0], Failure):
-            found[0].raiseException()
-        return found[0]
-
-    return lookup
-
-
-class CheckerAtOnce:
-    """
-    A L{ChecksRunner} for tests of the checks' logic: L{Checker.check} on
-    the calling thread, over a resolver that answers at once (the server
-    runs it in check worker processes: L{CheckWorkers}).
-    """
-
-    def __init__(self, checker: Checker, resolver: FakeResolver) -> None:
-        self._checker = checker
-        self._lookup = answerAtOnce(resolver)
-
-    def check(self, job: CheckJob) -> Deferred[CheckOutcome]:
-        return succeed(self._checker.check(job, self._lookup))
 
 
 class HeaderTests(SynchronousTestCase):
@@ -226,27 +186,25 @@ class MailAuthenticationTests(TestCase):
 
     def setUp(self) -> None:
         self.resolver = FakeResolver()
-        self.workers: dict[ChecksConfig, CheckWorkers] = {}
+        runner = BlockingRunner(reactor, 2, name="mailauth-test")
+        runner.startService()
+        self.addCleanup(runner.stopService)
+        self.runner = runner
         self.private, record = rsaKey()
         self.resolver.txt["s1._domainkey.example.test"] = [record]
         self.resolver.txt["example.test"] = [b"v=spf1 ip4:192.0.2.10 -all"]
         self.draw = 0.5
 
-    def runner(self, config: ChecksConfig) -> CheckWorkers:
-        """
-        @return: a check worker process for C{config}, started for this
-            test (one per config).
-        """
-        if config not in self.workers:
-            workers = CheckWorkers(reactor, self.resolver, "mx.our.test", config, 1, 2)
-            workers.startService()
-            self.addCleanup(workers.stopService)
-            self.workers[config] = workers
-        return self.workers[config]
-
     def inbound(self, config: ChecksConfig | None = None) -> InboundChecks:
-        config = config or ChecksConfig()
-        return InboundChecks("mx.our.test", config, self.runner(config), lambda: self.draw)
+        return InboundChecks(
+            "mx.our.test",
+            config or ChecksConfig(),
+            self.resolver,
+            reactor,
+            self.runner,
+            PSL,
+            lambda: self.draw,
+        )
 
     def chain(self, config: ChecksConfig | None = None) -> PolicyChain:
         directory = MemoryDirectory(["our.test"], users={"bob@our.test": "x"})
@@ -260,12 +218,7 @@ class MailAuthenticationTests(TestCase):
         session: Session = MX,
         sender: str = "bounce@example.test",
         config: ChecksConfig | None = None,
-        outcome: CheckOutcome | Exception | None = None,
     ) -> Verdict:
-        """
-        Check C{data} through the chain; with C{outcome}, the runner
-        answers that instead of running the checks.
-        """
         local, _, domain = sender.partition("@")
         envelope = Envelope(
             "Q1",
@@ -275,16 +228,7 @@ class MailAuthenticationTests(TestCase):
             clientAddress=session.peer,
             heloName=session.heloName,
         )
-        chain = self.chain(config)
-        if outcome is not None:
-            given = outcome
-            runner = self.runner(config or ChecksConfig())
-            self.patch(
-                runner,
-                "check",
-                lambda job: fail(given) if isinstance(given, Exception) else succeed(given),
-            )
-        answer = chain.checkMessage(session, envelope, data)
+        answer = self.chain(config).checkMessage(session, envelope, data)
         if isinstance(answer, Verdict):
             return answer
         return await answer
@@ -324,35 +268,25 @@ class MailAuthenticationTests(TestCase):
 
     async def test_oneJob(self) -> None:
         """
-        SPF, DKIM and DMARC of a message are one job for the workers, and
-        their lookups are asked of the server's resolver.
+        SPF, DKIM and DMARC of a message are one job on the runner.
         """
         self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=reject"]
-        workers = self.runner(ChecksConfig())
         calls = []
-        check = workers.check
+        run = self.runner.run
 
-        def counting(job: CheckJob) -> Any:
-            calls.append(job)
-            return check(job)
+        def counting(f: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(f)
+            return run(f, *args, **kwargs)
 
-        self.patch(workers, "check", counting)
+        self.patch(self.runner, "run", counting)
         verdict = await self.check(sign(MESSAGE, self.private))
         self.assertIn("dmarc=pass", verdict.headers[0])
         self.assertEqual(len(calls), 1)
-        self.assertEqual(
-            sorted(self.resolver.queries),
-            [
-                ("TXT", "_dmarc.example.test"),
-                ("TXT", "example.test"),
-                ("TXT", "s1._domainkey.example.test"),
-            ],
-        )
 
-    def test_brokenMechanism(self) -> None:
+    async def test_brokenMechanism(self) -> None:
         """
-        A mechanism that raises counts as temperror, its traceback goes
-        back to be logged; the others still give their results.
+        A mechanism that raises counts as temperror (and is logged); the
+        others still give their results.
         """
         self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=none"]
 
@@ -360,49 +294,27 @@ class MailAuthenticationTests(TestCase):
             raise RuntimeError("dkimpy broke")
 
         self.patch(authresults, "verifyMessage", broken)
-        checker = Checker("mx.our.test", ChecksConfig(), PSL)
-        job = CheckJob(CLIENT, Address("bounce", "example.test"), "h.test", MESSAGE, 0.5)
-        outcome = checker.check(job, answerAtOnce(self.resolver))
-        assert outcome.header is not None
-        self.assertIn("dkim=temperror (verifier error)", outcome.header)
-        self.assertIn("spf=pass", outcome.header)
-        [text] = outcome.broken
-        self.assertIn("RuntimeError: dkimpy broke", text)
-
-    async def test_brokenLogged(self) -> None:
-        """
-        The tracebacks of broken mechanisms are logged; the verdict is the
-        outcome's.
-        """
-        outcome = CheckOutcome(
-            None,
-            "Authentication-Results: mx.our.test; none",
-            False,
-            False,
-            "x",
-            ("Traceback: boom",),
-        )
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        verdict = await self.check(
-            MESSAGE, config=ChecksConfig("check", "check", "check"), outcome=outcome
-        )
-        self.assertEqual(verdict.headers, ("Authentication-Results: mx.our.test; none",))
-        self.assertTrue(any("Traceback: boom" in str(e.get("tb")) for e in events))
+        verdict = await self.check(sign(MESSAGE, self.private))
+        self.assertIn("dkim=temperror (verifier error)", verdict.headers[0])
+        self.assertIn("spf=pass", verdict.headers[0])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     async def test_jobBroken(self) -> None:
         """
-        When the job itself breaks (its worker died, or a bug), enforced
-        checks answer 451 4.7.1, and checks that only report accept
-        without a header.
+        When the job itself breaks, enforced checks answer 451 4.7.1, and
+        checks that only report accept without a header.
         """
-        verdict = await self.check(MESSAGE, outcome=WorkerJobError("bug"))
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("bug")
+
+        self.patch(authresults, "enforce", broken)
+        verdict = await self.check(MESSAGE)
         assert verdict.reply is not None
         self.assertEqual((verdict.reply.code, verdict.reply.text[:5]), (451, "4.7.1"))
         report = ChecksConfig("check", "check", "check")
-        self.assertIs(await self.check(MESSAGE, config=report, outcome=WorkerLost("gone")), ACCEPT)
-        self.assertEqual(len(self.flushLoggedErrors(WorkerJobError, WorkerLost)), 2)
+        self.assertIs(await self.check(MESSAGE, config=report), ACCEPT)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
     async def test_rejectForged(self) -> None:
         """

@@ -6,12 +6,12 @@ our host name as authserv-id, and what C{[checks]} says to enforce.
 
 Only mail arriving on the MX listener from clients that neither
 authenticated nor sit in a trusted network is checked.  The whole check
-(L{Checker}) is one job for a check worker process
-(L{mta.policy.workers}): SPF (L{mta.policy.spf}), DKIM
+is one job on the blocking runner: SPF (L{mta.policy.spf}), DKIM
 (L{mta.policy.dkimverify}), DMARC (L{mta.policy.dmarc}) on their results,
-the header text and the verdict; its DNS lookups go back to the server's
-resolver, whose answers the worker keeps as long as the resolver's cache
-does.  Incoming C{Authentication-Results} fields that claim our
+the header text and the verdict; its DNS lookups are answered from the
+resolver's cache on the worker thread when they can be (see
+L{mta.dns.blockingLookup}), so a message costs one trip to the pool and
+back.  Incoming C{Authentication-Results} fields that claim our
 authserv-id are removed (RFC 8601 section 5) through
 L{Verdict.stripHeaders}, asked for only when the message has such a
 field.
@@ -37,18 +37,20 @@ from __future__ import annotations
 
 import random
 import re
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mta.config import ChecksConfig
+from mta.dns import blockingTXT
 from mta.envelope import Address, Envelope
 from mta.errors import Reply
+from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict
 from mta.policy.dkimverify import DKIMResult, verifyMessage
 from mta.policy.dmarc import DMARCEvaluator, DMARCResult, loadPublicSuffixList
@@ -202,155 +204,26 @@ def enforce(
 
 
 @dataclass(frozen=True)
-class CheckJob:
-    """
-    What checking one message needs: the envelope facts and the message.
-
-    @ivar ip: the client's address.
-    @ivar sender: the MAIL FROM address.
-    @ivar helo: the HELO/EHLO name.
-    @ivar data: the message as received.
-    @ivar draw: a number in [0, 1) drawn for this message, for DMARC's pct.
-    """
-
-    ip: str
-    sender: Address
-    helo: str
-    data: bytes
-    draw: float
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """
-    What checking one message gives, as plain data (it crosses from a
-    check worker process, L{mta.policy.workers}).
-
-    @ivar refusal: C{(code, text)} of the refusal, or L{None}.
-    @ivar header: the Authentication-Results line when accepted.
-    @ivar junk: file into Junk.
-    @ivar strip: ask for incoming Authentication-Results claiming our
-        authserv-id to be removed.
-    @ivar line: the results for the C{mailauth:} log line.
-    @ivar broken: the tracebacks of mechanisms that broke (each counted
-        as a temporary error), to log.
-    """
-
-    refusal: tuple[int, str] | None
-    header: str | None
-    junk: bool
-    strip: bool
-    line: str
-    broken: tuple[str, ...] = ()
-
-
-#: Looks up C{kind} (C{"TXT"}, C{"MX"}, C{"PTR"}, C{"Addresses"}) of a name,
-#: blocking; raises L{mta.dns.DNSNameError} or L{mta.dns.DNSTemporaryError}.
-BlockingLookup = Callable[..., Any]
-
-
-class Checker:
-    """
-    The whole check of one message, blocking: SPF, DKIM, DMARC, the header
-    text and the verdict.  A check worker process runs it (see
-    L{mta.policy.workers}); so may a test, with any blocking lookup.
-    """
-
-    def __init__(self, hostname: str, config: ChecksConfig, psl: Any = None) -> None:
-        """
-        @param hostname: our host name: the authserv-id.
-        @param config: C{[checks]}.
-        @param psl: the Public Suffix List (loaded when not given and
-            DMARC is on).
-        """
-        self._hostname = hostname
-        self._config = config
-        self._dmarc: DMARCEvaluator | None = None
-        if config.dmarc != "off":
-            psl = psl if psl is not None else loadPublicSuffixList()
-            self._dmarc = DMARCEvaluator(None, psl)
-
-    def check(self, job: CheckJob, lookup: BlockingLookup) -> CheckOutcome:
-        """
-        Check C{job}'s message, looking names up with C{lookup}.  A
-        mechanism that breaks counts as a temporary error; its traceback
-        goes back to be logged.
-        """
-        c = self._config
-        ip, sender, data = job.ip, job.sender, job.data
-        broken: list[str] = []
-
-        def txt(name: str) -> list[bytes]:
-            return cast(list[bytes], lookup("TXT", name))
-
-        spf: SPFResult | None = None
-        if c.spf != "off":
-            try:
-                spf = checkSPF(BlockingLookups(lookup), ip, sender, job.helo, self._hostname)
-            except Exception:
-                broken.append(traceback.format_exc())
-                spf = SPFResult("temperror", "mailfrom", sender.domain, "", "check error")
-        dkim: list[DKIMResult] = []
-        if c.dkim != "off":
-            try:
-                dkim = verifyMessage(data, txt)
-            except Exception:
-                broken.append(traceback.format_exc())
-                dkim = [DKIMResult("temperror", reason="verifier error")]
-        dmarc: DMARCResult | None = None
-        if self._dmarc is not None:
-            signed = [r for r in dkim if r.result != "none"]
-            try:
-                dmarc = self._dmarc.evaluateBlocking(data, spf, signed, txt, job.draw)
-            except Exception:
-                broken.append(traceback.format_exc())
-                dmarc = DMARCResult("temperror", reason="evaluation error")
-        refusal, junk = enforce(c, spf, dkim, dmarc)
-        action = f"{refusal.code}" if refusal else ("junk" if junk else "accept")
-        line = (
-            f"client={ip} spf={spf.result if spf else 'off'}"
-            f" dkim={','.join(f'{r.result}:{r.domain}' for r in dkim) or 'off'}"
-            f" dmarc={dmarc.result if dmarc else 'off'}"
-            f" from={dmarc.fromDomain if dmarc else ''}"
-            f" policy={dmarc.policy if dmarc else ''}"
-            f" disposition={dmarc.disposition if dmarc else ''}"
-            f" rua={','.join(dmarc.rua) if dmarc else ''} action={action}"
-        )
-        if refusal is not None:
-            return CheckOutcome(
-                (refusal.code, refusal.text), None, False, False, line, tuple(broken)
-            )
-        header = authenticationResults(self._hostname, spf, dkim, dmarc)
-        return CheckOutcome(None, header, junk, _hasField(data), line, tuple(broken))
-
-
-class ChecksRunner(Protocol):
-    """
-    Runs L{Checker.check} off the reactor thread: the check worker
-    processes (L{mta.policy.workers.CheckWorkers}).
-    """
-
-    def check(self, job: CheckJob) -> Deferred[CheckOutcome]:
-        """
-        @return: the outcome of checking C{job}; fails when the job could
-            not be run (a worker died, the service stopped).
-        """
-
-
-@dataclass(frozen=True)
 class InboundChecks:
     """
     What L{mta.policy.chain.smtpPolicy} needs to build L{MailAuthentication}.
 
     @ivar hostname: our host name, the authserv-id.
     @ivar config: C{[checks]}.
-    @ivar runner: runs the checks (the check worker processes).
+    @ivar resolver: the server's one resolver.
+    @ivar reactor: answers the worker threads' lookups.
+    @ivar runner: runs pyspf and dkimpy (better a pool of its own than the
+        one of fsyncs: a check may wait seconds for DNS).
+    @ivar psl: the Public Suffix List, or L{None} to load it.
     @ivar random: for DMARC's pct.
     """
 
     hostname: str
     config: ChecksConfig
-    runner: ChecksRunner
+    resolver: IDNSResolver
+    reactor: IReactorFromThreads
+    runner: IBlockingRunner
+    psl: Any = None
     random: Callable[[], float] = random.random
 
     def build(self, isTrusted: Callable[[str], bool]) -> MailAuthentication:
@@ -361,8 +234,11 @@ class InboundChecks:
         return MailAuthentication(
             hostname=self.hostname,
             config=self.config,
+            resolver=self.resolver,
+            reactor=self.reactor,
             runner=self.runner,
             isTrusted=isTrusted,
+            psl=self.psl,
             random=self.random,
         )
 
@@ -378,22 +254,33 @@ class MailAuthentication(PolicyCheck):
         *,
         hostname: str,
         config: ChecksConfig,
-        runner: ChecksRunner,
+        resolver: IDNSResolver,
+        reactor: IReactorFromThreads,
+        runner: IBlockingRunner,
         isTrusted: Callable[[str], bool],
+        psl: Any = None,
         random: Callable[[], float] = random.random,
     ) -> None:
         """
         @param hostname: our host name: the authserv-id.
-        @param config: C{[checks]} (the runner's checker has the same).
-        @param runner: runs L{Checker.check}.
+        @param config: C{[checks]}.
+        @param resolver: every lookup goes here.
+        @param reactor: answers the worker threads' lookups.
+        @param runner: runs pyspf and dkimpy.
         @param isTrusted: whether a client address is in a trusted network.
+        @param psl: the Public Suffix List (loaded when not given).
         @param random: for DMARC's pct.
         """
         self._hostname = hostname
         self._config = config
         self._isTrusted = isTrusted
+        self._resolver = resolver
+        self._reactor = reactor
         self._runner = runner
-        self._random = random
+        self._lookups = BlockingLookups(resolver, reactor)
+        if config.dmarc != "off":
+            psl = psl if psl is not None else loadPublicSuffixList()
+        self._dmarc = DMARCEvaluator(resolver, psl, random) if config.dmarc != "off" else None
 
     def applies(self, session: Session) -> bool:
         """
@@ -417,27 +304,72 @@ class MailAuthentication(PolicyCheck):
         c = self._config
         if c.spf == "off" and c.dkim == "off" and c.dmarc == "off":
             return ACCEPT
-        job = CheckJob(
-            envelope.clientAddress, envelope.sender, envelope.heloName, data, self._random()
+        d = self._runner.run(
+            self._check, envelope.clientAddress, envelope.sender, envelope.heloName, data
         )
-        d = self._runner.check(job)
         return d.addCallbacks(self._checked, self._jobFailed, callbackArgs=(envelope,))
 
-    def _checked(self, outcome: CheckOutcome, envelope: Envelope) -> Verdict:
-        for text in outcome.broken:
-            _log.error("mailauth: a check failed; counted as temperror\n{tb}", tb=text)
-        _log.info("mailauth: id={id} {results}", id=envelope.queueId, results=outcome.line)
-        if outcome.refusal is not None:
-            return Verdict(Reply(*outcome.refusal))
-        headers = (outcome.header,) if outcome.header is not None else ()
-        strip = ((HEADER, self._hostname),) if outcome.strip else ()
-        return Verdict(None, headers, junk=outcome.junk, stripHeaders=strip)
+    def _txt(self, name: str) -> list[bytes]:
+        return blockingTXT(self._resolver, self._reactor, name)
+
+    def _check(self, ip: str, sender: Address, helo: str, data: bytes) -> _Checked:
+        """
+        The whole check, blocking: on a worker thread only.  A mechanism
+        that breaks counts as a temporary error; its failure goes back to
+        be logged on the reactor thread.
+        """
+        c = self._config
+        broken: list[Failure] = []
+        spf: SPFResult | None = None
+        if c.spf != "off":
+            try:
+                spf = checkSPF(self._lookups, ip, sender, helo, self._hostname)
+            except Exception:
+                broken.append(Failure())
+                spf = SPFResult("temperror", "mailfrom", sender.domain, "", "check error")
+        dkim: list[DKIMResult] = []
+        if c.dkim != "off":
+            try:
+                dkim = verifyMessage(data, self._txt)
+            except Exception:
+                broken.append(Failure())
+                dkim = [DKIMResult("temperror", reason="verifier error")]
+        dmarc: DMARCResult | None = None
+        if self._dmarc is not None:
+            signed = [r for r in dkim if r.result != "none"]
+            try:
+                dmarc = self._dmarc.evaluateBlocking(data, spf, signed, self._txt)
+            except Exception:
+                broken.append(Failure())
+                dmarc = DMARCResult("temperror", reason="evaluation error")
+        refusal, junk = enforce(c, spf, dkim, dmarc)
+        action = f"{refusal.code}" if refusal else ("junk" if junk else "accept")
+        line = (
+            f"client={ip} spf={spf.result if spf else 'off'}"
+            f" dkim={','.join(f'{r.result}:{r.domain}' for r in dkim) or 'off'}"
+            f" dmarc={dmarc.result if dmarc else 'off'}"
+            f" from={dmarc.fromDomain if dmarc else ''}"
+            f" policy={dmarc.policy if dmarc else ''}"
+            f" disposition={dmarc.disposition if dmarc else ''}"
+            f" rua={','.join(dmarc.rua) if dmarc else ''} action={action}"
+        )
+        if refusal is not None:
+            return _Checked(Verdict(refusal), line, broken)
+        header = authenticationResults(self._hostname, spf, dkim, dmarc)
+        strip = ((HEADER, self._hostname),) if _hasField(data) else ()
+        return _Checked(Verdict(None, (header,), junk=junk, stripHeaders=strip), line, broken)
+
+    def _checked(self, checked: _Checked, envelope: Envelope) -> Verdict:
+        for reason in checked.broken:
+            _log.failure("mailauth: a check failed; counted as temperror", reason)
+        _log.info("mailauth: id={id} {results}", id=envelope.queueId, results=checked.line)
+        return checked.verdict
 
     def _jobFailed(self, reason: Failure) -> Verdict:
         """
-        The job itself broke (not one mechanism: a bug, or its worker
-        died): never a pass.  With a mechanism enforced, C{451}; checked
-        only, accepted without a header.
+        The job itself broke (not one mechanism; a bug): never a pass.
+        With a mechanism enforced, C{451}; checked only, accepted
+        without a header.
         """
         _log.failure("mailauth: the check failed; counted as temperror", reason)
         c = self._config
@@ -446,12 +378,23 @@ class MailAuthentication(PolicyCheck):
         return ACCEPT
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """
+    What the checking job hands back to the reactor thread.
+
+    @ivar verdict: the check's answer.
+    @ivar line: the results for the C{mailauth:} log line.
+    @ivar broken: the failures of mechanisms that broke, to log.
+    """
+
+    verdict: Verdict
+    line: str
+    broken: list[Failure]
+
+
 __all__ = [
     "HEADER",
-    "CheckJob",
-    "CheckOutcome",
-    "Checker",
-    "ChecksRunner",
     "InboundChecks",
     "MailAuthentication",
     "authenticationResults",

@@ -158,13 +158,12 @@ class DMARCEvaluator:
 
     def __init__(
         self,
-        resolver: IDNSResolver | None,
+        resolver: IDNSResolver,
         psl: PublicSuffixList | None = None,
         random: Callable[[], float] = random.random,
     ) -> None:
         """
-        @param resolver: looks up the records for L{evaluate} (L{None}
-            where only L{evaluateBlocking} is used).
+        @param resolver: looks up the records.
         @param psl: the Public Suffix List (loaded when not given).
         @param random: a number in [0, 1) per message, for C{pct}.
         """
@@ -203,7 +202,6 @@ class DMARCEvaluator:
         spf: SPFResult | None,
         dkim: Sequence[DKIMResult],
         txt: Callable[[str], list[bytes]],
-        draw: float | None = None,
     ) -> DMARCResult:
         """
         L{evaluate}, blocking: on a worker thread only.
@@ -211,9 +209,6 @@ class DMARCEvaluator:
         @param txt: looks up TXT records, blocking (see
             L{mta.dns.blockingTXT}); raises L{DNSNameError} or
             L{DNSTemporaryError}.
-        @param draw: this message's number in [0, 1) for C{pct}, drawn by
-            the caller (the random source given at construction when
-            L{None}).
         """
         fromDomain = _fromDomain(message)
         if isinstance(fromDomain, DMARCResult):
@@ -230,7 +225,7 @@ class DMARCEvaluator:
                     found = None if record is None else (org, record)
         except DNSTemporaryError as e:
             return DMARCResult("temperror", fromDomain, reason=str(e))
-        return self._evaluate(found, fromDomain, spf, dkim, draw)
+        return self._evaluate(found, fromDomain, spf, dkim)
 
     def _recordBlocking(self, domain: str, txt: Callable[[str], list[bytes]]) -> str | None:
         try:
@@ -263,8 +258,6 @@ class DMARCEvaluator:
             reason.trap(DNSNameError)
             return None
 
-        if self._resolver is None:
-            raise RuntimeError("DMARCEvaluator.evaluate needs a resolver")
         return self._resolver.lookupTXT(f"_dmarc.{domain}").addCallbacks(_pick, missing)
 
     def _evaluate(
@@ -273,7 +266,6 @@ class DMARCEvaluator:
         fromDomain: str,
         spf: SPFResult | None,
         dkim: Sequence[DKIMResult],
-        draw: float | None = None,
     ) -> DMARCResult:
         if found is None:
             return DMARCResult("none", fromDomain, reason="no DMARC record")
@@ -306,7 +298,7 @@ class DMARCEvaluator:
         if outcome.result is dmarc.DMARCResult.PASS:
             which = "DKIM" if outcome.dkim is dmarc.DMARCResult.PASS else "SPF"
             return replace(result, result="pass", reason=f"aligned {which} pass")
-        sampled = (self._random() if draw is None else draw) * 100 < pct
+        sampled = self._random() * 100 < pct
         result = replace(result, disposition=result.policy if sampled else _MILDER[result.policy])
         temporary = (spf is not None and spf.result == "temperror") or any(
             r.result == "temperror" for r in dkim

@@ -13,11 +13,10 @@ apply and pyspf's own (dnspython, system resolver) path is never taken.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -61,27 +60,19 @@ class SPFResult:
 
 class BlockingLookups:
     """
-    Blocking DNS lookups for pyspf, in the shapes it wants, over one
-    blocking C{lookup(kind, *args)}: L{mta.dns.blockingLookup} on a worker
-    thread, or a check worker's lookups through the server's resolver
-    (L{mta.policy.workers}).
+    Blocking DNS lookups for worker threads, answered by the reactor-side
+    resolver, or its cache on the worker thread (L{mta.dns.blockingLookup},
+    for every type pyspf asks).
 
     Never call these on the reactor thread: they wait for the reactor.
     """
 
-    def __init__(self, lookup: Callable[..., Any]) -> None:
-        """
-        @param lookup: C{lookup(kind, *args)}, blocking, as
-            L{mta.dns.blockingLookup} without its first two arguments.
-        """
-        self._call = lookup
+    def __init__(self, resolver: IDNSResolver, reactor: IReactorFromThreads) -> None:
+        self._resolver = resolver
+        self._reactor = reactor
 
-    @classmethod
-    def through(cls, resolver: IDNSResolver, reactor: IReactorFromThreads) -> BlockingLookups:
-        """
-        @return: lookups of C{resolver} from a worker thread of C{reactor}.
-        """
-        return cls(functools.partial(blockingLookup, resolver, reactor))
+    def _call(self, kind: str, *args: str) -> Any:
+        return blockingLookup(self._resolver, self._reactor, kind, *args)
 
     def txt(self, name: str) -> list[bytes]:
         """
@@ -250,7 +241,7 @@ class SPFChecker:
         @param runner: runs pyspf.
         @param receiver: our host name.
         """
-        self._lookups = BlockingLookups.through(resolver, reactor)
+        self._lookups = BlockingLookups(resolver, reactor)
         self._runner = runner
         self._receiver = receiver
 
