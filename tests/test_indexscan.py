@@ -10,7 +10,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mta.store.indexscan import FlagsOfInfo, describeFiles, nameFacts, scanMaildir
+from mta.store.indexscan import FlagsOfInfo, describeFiles, fileDates, nameFacts, scanMaildir
 
 
 class NameFactsTests(SynchronousTestCase):
@@ -59,8 +59,9 @@ class DescribeFilesTests(SynchronousTestCase):
 
     def test_facts(self) -> None:
         """
-        The internal date is the mtime; the arrival and size come from the
-        name when it has them, else from C{stat}.
+        The arrival and size come from the name when it has them, else
+        from C{stat}; the internal date is the mtime when the file was
+        C{stat}ed, else C{None} (not read: the name said all).
         """
         named = "1700000000.M5P1Q1.host,S=999"
         (self.folder / "new" / named).write_bytes(b"abc")
@@ -75,9 +76,24 @@ class DescribeFilesTests(SynchronousTestCase):
             sorted(described),
             [
                 (1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5),
-                (1700000000.000005, named, "new", named, 1_600_000_000.0, 999),
+                (1700000000.000005, named, "new", named, None, 999),
             ],
         )
+
+    def test_fileDates(self) -> None:
+        """
+        L{fileDates} reads each file's mtime by directory and name; a file
+        or directory not there gives C{None}.
+        """
+        (self.folder / "cur" / "a:2,S").write_bytes(b"a")
+        os.utime(self.folder / "cur" / "a:2,S", (1_500_000_000.5, 1_500_000_000.5))
+        (self.folder / "new" / "b").write_bytes(b"b")
+        os.utime(self.folder / "new" / "b", (1_400_000_000, 1_400_000_000))
+        (self.folder / "tmp").rmdir()
+        dates = fileDates(
+            self.folder, [("cur", "a:2,S"), ("cur", "gone"), ("new", "b"), ("tmp", "t")]
+        )
+        self.assertEqual(dates, [1_500_000_000.5, None, 1_400_000_000.0, None])
 
     def test_goneSkipped(self) -> None:
         """

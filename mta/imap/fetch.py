@@ -47,6 +47,14 @@ def setsSeen(items: Sequence[FetchItem]) -> bool:
     return False
 
 
+def needsDate(items: Sequence[FetchItem]) -> bool:
+    """
+    @return: whether a FETCH asks for the internal date (which the index
+        may not have read yet).
+    """
+    return any(not isinstance(i, BodySection) and i.name == "INTERNALDATE" for i in items)
+
+
 def toDatetime(timestamp: float) -> datetime:
     """
     @return: a POSIX time as an aware UTC datetime; one out of range (a
@@ -72,7 +80,8 @@ class MessageData:
     @ivar uid: its UID.
     @ivar flags: its flags, C{\\Recent} included, as the session reports
         them: the rendered list, e.g. C{(\\Seen $Forwarded)}.
-    @ivar internalDate: POSIX time of arrival.
+    @ivar internalDate: POSIX time of arrival; C{None} when not read (the
+        FETCH does not ask for it: see L{needsDate}).
     @ivar size: its size in octets.
     @ivar modseq: its mod-sequence.
     @ivar raw: its bytes, when an item needs them; else C{None}.
@@ -84,7 +93,7 @@ class MessageData:
         self,
         uid: int,
         flags: bytes,
-        internalDate: float,
+        internalDate: float | None,
         size: int,
         modseq: int,
         raw: bytes | None = None,
@@ -172,6 +181,12 @@ def _renderer(item: FetchItem) -> _Renderer:
     return _ATTRIBUTES[item.name]
 
 
+def _dated(message: MessageData) -> float:
+    if message.internalDate is None:
+        raise ValueError(f"the internal date of UID {message.uid} was not read")
+    return message.internalDate
+
+
 def _envelope(message: MessageData) -> bytes:
     return wire.encode(cast(wire.Value, envelope(message.structure)))
 
@@ -185,7 +200,7 @@ def _rfc822Text(message: MessageData) -> bytes:
 _ATTRIBUTES: dict[str, _Renderer] = {
     "FLAGS": lambda m: m.flags,
     "UID": lambda m: b"%d" % (m.uid,),
-    "INTERNALDATE": lambda m: wire.encode(internalDate(m.internalDate)),
+    "INTERNALDATE": lambda m: wire.encode(internalDate(_dated(m))),
     "RFC822.SIZE": lambda m: b"%d" % (m.size,),
     "MODSEQ": lambda m: b"(%d)" % (m.modseq,),
     "ENVELOPE": _envelope,
@@ -197,4 +212,12 @@ _ATTRIBUTES: dict[str, _Renderer] = {
 }
 
 
-__all__ = ["FetchPlan", "MessageData", "internalDate", "needsContent", "setsSeen", "toDatetime"]
+__all__ = [
+    "FetchPlan",
+    "MessageData",
+    "internalDate",
+    "needsContent",
+    "needsDate",
+    "setsSeen",
+    "toDatetime",
+]

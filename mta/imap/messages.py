@@ -21,12 +21,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 
 from mta.imap import wire
 from mta.imap.commands import Command, Copy, Expunge, Fetch, Search, Sort, Store
-from mta.imap.fetch import FetchPlan, MessageData, needsContent, setsSeen, toDatetime
+from mta.imap.fetch import FetchPlan, MessageData, needsContent, needsDate, setsSeen, toDatetime
 from mta.imap.query import And, BodyKey, DateKey, HeaderKey, ModSeqKey, Not, Or, SearchKey
 from mta.imap.search import Context, MessageView, matches
 from mta.imap.selected import SelectedFolder
 from mta.imap.session import Session, storeName
-from mta.imap.sort import sortMessages
+from mta.imap.sort import needsDates, sortMessages
 from mta.imap.syntax import SequenceSet
 from mta.store.imapstore import IMAPMailbox, NoSuchFolder, batches
 from mta.store.indexformat import FlagMode
@@ -47,6 +47,20 @@ def needsMessage(key: SearchKey) -> bool:
     if isinstance(key, DateKey):
         return key.field == "SENT"
     return isinstance(key, HeaderKey | BodyKey)
+
+
+def usesDates(key: SearchKey) -> bool:
+    """
+    @return: whether a search key may compare internal dates (C{SENT*}
+        too: a message without a Date field is taken at its internal date).
+    """
+    if isinstance(key, And):
+        return any(usesDates(k) for k in key.keys)
+    if isinstance(key, Or):
+        return usesDates(key.left) or usesDates(key.right)
+    if isinstance(key, Not):
+        return usesDates(key.key)
+    return isinstance(key, DateKey)
 
 
 def hasModseq(key: SearchKey) -> bool:
@@ -176,6 +190,9 @@ class MessageCommands(Session):
         content = needsContent(args.items)
         reportFlags = setsSeen(args.items) and not view.readOnly
         plan = FetchPlan(args.items, command.uid, self.condstore and withModseq, reportFlags)
+        dated = needsDate(args.items)
+        if dated:
+            yield self._readDates(view, mailbox, targets)
         known = [u for u in targets if u in view.infos]
         for batch in batches(known, lambda u: view.infos[u].size if content else 0):
             if self.selected is not view or self.disconnecting:
@@ -188,6 +205,8 @@ class MessageCommands(Session):
                 info = view.infos.get(uid)
                 if info is None or (content and uid not in raws):
                     continue  # expunged meanwhile; its EXPUNGE comes later
+                if dated and info.internalDate is None:
+                    continue  # likewise: its file was gone
                 number = view.sequenceOf(uid)
                 if number is None:
                     continue
@@ -204,6 +223,18 @@ class MessageCommands(Session):
             if drained is not None:
                 yield drained
         return self.ok(command)
+
+    @inlineCallbacks
+    def _readDates(
+        self, view: SelectedFolder, mailbox: IMAPMailbox, uids: list[int]
+    ) -> Generator[Deferred[Any], Any, None]:
+        """
+        Have the index read the internal dates the view lacks (in one trip
+        to the runner).
+        """
+        undated = view.undated(uids)
+        if undated:
+            view.learnDates((yield mailbox.internalDates(undated)))
 
     @inlineCallbacks
     def _markSeen(
@@ -260,7 +291,7 @@ class MessageCommands(Session):
 
     @inlineCallbacks
     def _views(
-        self, key: SearchKey, keepFields: bool
+        self, key: SearchKey, keepFields: bool, dated: bool = False
     ) -> Generator[Deferred[Any], Any, list[MessageView]]:
         """
         Match every message against C{key}, reading messages in batches
@@ -268,6 +299,8 @@ class MessageCommands(Session):
         runner's thread, so a long search keeps the reactor thread free.
 
         @param keepFields: keep each match's header fields (for SORT).
+        @param dated: the caller needs internal dates (SORT by them); the
+            key's own need is found here.
         @return: the matching messages.
         """
         view, mailbox = self._view()
@@ -275,7 +308,16 @@ class MessageCommands(Session):
         content = needsMessage(key) or keepFields
         found: list[MessageView] = []
         numbered = {uid: number for number, uid in enumerate(list(view.uids), 1)}
-        known = [u for u in numbered if u in view.infos]
+        dated = dated or usesDates(key)
+        if dated:
+            yield self._readDates(view, mailbox, list(numbered))
+        # A message whose date could not be read was gone (its EXPUNGE
+        # comes later).
+        known = [
+            u
+            for u in numbered
+            if (m := view.infos.get(u)) is not None and not (dated and m.internalDate is None)
+        ]
         for batch in batches(known, lambda u: view.infos[u].size if content else 0):
             views = {u: self._messageView(view, u, numbered[u]) for u in batch if u in view.infos}
             if not content:
@@ -298,7 +340,7 @@ class MessageCommands(Session):
             uid,
             number,
             info.flags,
-            toDatetime(info.internalDate),
+            None if info.internalDate is None else toDatetime(info.internalDate),
             info.size,
             _unread,
             info.modseq,
@@ -358,7 +400,7 @@ class MessageCommands(Session):
         """
         args = command.arguments
         assert isinstance(args, Sort)
-        found = yield self._views(args.search, True)
+        found = yield self._views(args.search, True, needsDates(args.criteria))
         ordered = sortMessages(found, args.criteria)
         numbers = [m.uid if command.uid else m.sequence for m in ordered]
         self.write(b"* SORT" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
@@ -461,4 +503,4 @@ class MessageCommands(Session):
         return self.ok(command)
 
 
-__all__ = ["MessageCommands", "hasModseq", "needsMessage"]
+__all__ = ["MessageCommands", "hasModseq", "needsMessage", "usesDates"]

@@ -102,7 +102,8 @@ class MessageView:
 
     @ivar flags: system flags and keywords, as stored (C{\\Recent} is
         C{recent}, not a member).
-    @ivar internalDate: an aware datetime.
+    @ivar internalDate: an aware datetime; C{None} when not read (the
+        search does not need it: see L{arrived}).
     @ivar load: returns the raw message; called at most once, and only by
         keys that look inside the message.
     """
@@ -110,7 +111,7 @@ class MessageView:
     uid: int
     sequence: int
     flags: frozenset[str]
-    internalDate: datetime
+    internalDate: datetime | None
     size: int
     load: Callable[[], bytes]
     modseq: int = 0
@@ -220,7 +221,16 @@ def _day(message: MessageView, which: str) -> date:
         sent = sentDate(message.fields())
         if sent is not None:
             return sent.date()
-    return message.internalDate.date()
+    return arrived(message).date()
+
+
+def arrived(message: MessageView) -> datetime:
+    """
+    @return: the message's internal date, which the caller had read.
+    """
+    if message.internalDate is None:
+        raise ValueError(f"the internal date of UID {message.uid} was not read")
+    return message.internalDate
 
 
 def sentDate(fields: list[Field]) -> datetime | None:
@@ -480,6 +490,7 @@ __all__ = [
     "SearchKey",
     "SequenceKey",
     "SizeKey",
+    "arrived",
     "checkCharset",
     "codecName",
     "decodeBody",

@@ -210,11 +210,31 @@ class SelectedFolder:
         """
         old = self.infos.get(info.uid)
         if old is not None:
+            if info.internalDate is None and old.internalDate is not None:
+                info = info._replace(internalDate=old.internalDate)  # read since
             self.infos[info.uid] = info
             self.highestModseq = max(self.highestModseq, info.modseq)
             if old.modseq != info.modseq:
                 self._forgetModseq(old)
                 bisect.insort(self._byModseq, (info.modseq, info.uid))
+
+    def undated(self, uids: Iterable[int]) -> list[int]:
+        """
+        @return: those of C{uids} in the view whose internal date the
+            index had not read when the view got them.
+        """
+        infos = self.infos
+        return [u for u in uids if (m := infos.get(u)) is not None and m.internalDate is None]
+
+    def learnDates(self, dates: dict[int, float]) -> None:
+        """
+        Record internal dates the index has read since the view got its
+        messages.
+        """
+        for uid, date in dates.items():
+            info = self.infos.get(uid)
+            if info is not None and info.internalDate is None:
+                self.infos[uid] = info._replace(internalDate=date)
 
     def _forgetModseq(self, info: MessageInfo) -> None:
         """

@@ -17,9 +17,17 @@ from typing import Any, Protocol
 from mta.imap.envelope import parseAddresses
 from mta.imap.message import Field, firstValue
 from mta.imap.query import SortCriterion
-from mta.imap.search import MessageView, decodeHeader, sentDate
+from mta.imap.search import MessageView, arrived, decodeHeader, sentDate
 
-__all__ = ["SORT_KEYS", "Criterion", "SortCriterion", "baseSubject", "sortKey", "sortMessages"]
+__all__ = [
+    "SORT_KEYS",
+    "Criterion",
+    "SortCriterion",
+    "baseSubject",
+    "needsDates",
+    "sortKey",
+    "sortMessages",
+]
 
 #: The sort keys of RFC 5256.
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"})
@@ -87,14 +95,21 @@ def sortMessages(
     return sorted(messages, key=lambda message: sortKey(message, criteria))
 
 
+def needsDates(criteria: Sequence[Criterion]) -> bool:
+    """
+    @return: whether sorting by C{criteria} may use internal dates.
+    """
+    return any(c.key.upper() in ("ARRIVAL", "DATE") for c in criteria)
+
+
 def _value(message: MessageView, key: str) -> Any:
     if key == "ARRIVAL":
-        return message.internalDate.timestamp()
+        return arrived(message).timestamp()
     if key == "SIZE":
         return message.size
     if key == "DATE":
         sent = sentDate(message.fields())
-        return (sent or message.internalDate).timestamp()
+        return (sent or arrived(message)).timestamp()
     if key == "SUBJECT":
         return _casemap(baseSubject(firstValue(message.fields(), b"subject") or b""))
     if key in ("FROM", "TO", "CC"):

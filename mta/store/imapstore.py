@@ -216,6 +216,13 @@ class IMAPMailbox:
         """
         return self._run(self._folder.index.messages)
 
+    def internalDates(self, uids: Sequence[int]) -> Deferred[dict[int, float]]:
+        """
+        @return: UID to internal date for each of C{uids} still here (the
+            index reads the dates it has not read yet from the files).
+        """
+        return self._run(self._folder.index.internalDates, list(uids))
+
     def status(self) -> Deferred[FolderStatus]:
         """
         @return: the STATUS counts, as of the last sync.

@@ -39,6 +39,13 @@ the IMAP layer asks for when a session has the folder selected, as RFC
 3501's \\Recent and the Maildir spec expect; POP3 reads both directories
 and keys messages by base name, so it never notices.
 
+Internal dates (the files' mtimes, as Dovecot and Courier have them) are
+read when first asked for (L{FolderIndex.internalDates}), not when a file
+is indexed, so a folder's first SELECT C{stat}s no file whose name gives
+its size and arrival time; a date read is journalled durably before it is
+handed out and never changes afterwards, though the file be touched.  A
+date given at APPEND is recorded at once.
+
 The system flags travel in the file names (C{D F R S T} for \\Draft
 \\Flagged \\Answered \\Seen \\Deleted) so mutt and other Maildir tools
 agree; keywords live in the index, and those Dovecot gave a letter (see
@@ -47,7 +54,6 @@ L{mta.store.dovecot}) also appear as their letter.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import os
 import shutil
@@ -64,6 +70,7 @@ from mta.store.indexformat import (
     INDEX,
     INFO,
     JOURNAL,
+    ExpungedRanges,
     FlagMode,
     FolderStatus,
     IndexDamaged,
@@ -81,7 +88,7 @@ from mta.store.indexformat import (
     uniqueBase,
     writeDurably,
 )
-from mta.store.indexscan import FlagsOfInfo, describeFiles, scanMaildir
+from mta.store.indexscan import FlagsOfInfo, describeFiles, fileDates, scanMaildir
 
 #: A Maildir scan: base name to C{(sub, file name)}.
 Scan = dict[str, tuple[str, str]]
@@ -122,8 +129,7 @@ class FolderIndex:
         self._letters: list[str] = []
         self._entries: dict[int, IndexEntry] = {}
         self._byBase: dict[str, IndexEntry] = {}
-        self._vanished: list[list[int]] = []  # [first, last, modseq], by first
-        self._vanishedMerged = True
+        self._vanished = ExpungedRanges()
 
     # Loading, rebuilding, compacting.
 
@@ -227,7 +233,7 @@ class FolderIndex:
             if fields[0] == "K":
                 self._letters = fields[1:]
             elif fields[0] == "E":
-                self._vanished.append([int(f) for f in fields[1:4]])
+                self._vanished.add(int(fields[1]), int(fields[2]), int(fields[3]))
             else:
                 self._apply(fields)
         self._snapshotSize = len(data)
@@ -287,9 +293,8 @@ class FolderIndex:
             ("mta-index", "1", f"V{self.uidValidity}", f"N{self.uidNext}",
              f"M{self.highestModseq}", f"R{self.firstRecent}", f"G{self._generation}")
         )  # fmt: skip
-        self._mergeVanished()
         lines = [header, "\t".join(["K", *self._letters])]
-        lines += [f"E\t{a}\t{b}\t{m}" for a, b, m in self._vanished]
+        lines += [f"E\t{a}\t{b}\t{m}" for a, b, m in self._vanished.merge(list(self._entries))]
         lines += [entry.record() for entry in self._entries.values()]
         body = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
         data = body + f"C\t{crc(body)}\n".encode()
@@ -317,9 +322,8 @@ class FolderIndex:
         if kind == "A":
             uid, modseq = int(fields[1]), int(fields[2])
             flags = frozenset(fields[7].split()) if fields[7] else frozenset()
-            entry = IndexEntry(
-                uid, modseq, fields[3], fields[4], float(fields[5]), int(fields[6]), flags
-            )
+            date = float(fields[5]) if fields[5] else None
+            entry = IndexEntry(uid, modseq, fields[3], fields[4], date, int(fields[6]), flags)
             old = self._byBase.pop(entry.base, None)
             if old is not None:
                 self._entries.pop(old.uid, None)
@@ -335,6 +339,11 @@ class FolderIndex:
         elif kind == "R":
             self.firstRecent = max(self.firstRecent, int(fields[1]))
             return
+        elif kind == "D":
+            dated = self._entries.get(int(fields[1]))
+            if dated is not None:
+                dated.learnDate(float(fields[2]))
+            return
         else:
             raise IndexDamaged(f"unknown record {kind!r}")
         self.highestModseq = max(self.highestModseq, modseq)
@@ -342,40 +351,12 @@ class FolderIndex:
     def _forget(self, uids: list[int], modseq: int) -> None:
         """
         Drop expunged messages, remembering their UIDs for QRESYNC.
-
-        Ranges merge whenever no live message lies between them (the
-        merged range keeps the higher MODSEQ: a client may then hear of
-        an old expunge again, which RFC 7162 allows), so the list never
-        outgrows the folder.
         """
         for uid in uids:
             entry = self._entries.pop(uid, None)
             if entry is not None and self._byBase.get(entry.base) is entry:
                 del self._byBase[entry.base]
-        self._vanished.extend([uid, uid, modseq] for uid in uids)
-        self._vanishedMerged = False
-
-    def _mergeVanished(self) -> None:
-        """
-        Merge the expunged ranges (lazily: a journal replay expunges many
-        times, and merging each time would cost a pass over the folder).
-        """
-        if self._vanishedMerged:
-            return
-        ranges = sorted(self._vanished)
-        live = list(self._entries)  # ascending: entries are kept by UID
-        merged: list[list[int]] = []
-        for r in ranges:
-            if merged:
-                last = merged[-1]
-                between = bisect.bisect_right(live, last[1]) == bisect.bisect_left(live, r[0])
-                if r[0] <= last[1] + 1 or between:
-                    last[1] = max(last[1], r[1])
-                    last[2] = max(last[2], r[2])
-                    continue
-            merged.append(list(r))
-        self._vanished = merged
-        self._vanishedMerged = True
+            self._vanished.add(uid, uid, modseq)
 
     def _log(self, records: list[list[str]], durable: bool = True) -> None:
         """
@@ -409,6 +390,29 @@ class FolderIndex:
         with self._lock:
             self._ensureLoaded()
             return [entry.info() for entry in self._entries.values()]
+
+    def internalDates(self, uids: Iterable[int]) -> dict[int, float]:
+        """
+        The internal dates of some messages, reading (and journalling,
+        durably: a date a client saw never changes) those not read yet
+        from their files' mtimes.
+
+        @return: UID to internal date for each of C{uids} still here.
+        """
+        with self._lock:
+            self._ensureLoaded()
+            wanted = [self._entries[uid] for uid in set(uids) if uid in self._entries]
+            unread = [e for e in wanted if e.date is None]
+            dates = fileDates(self.folder, [(e.sub, e.name) for e in unread])
+            if None in dates:
+                # Renamed by another Maildir tool since the last sync?
+                found = scanMaildir(self.folder)
+                places = [found.get(e.base, (e.sub, e.name)) for e in unread]
+                dates = fileDates(self.folder, places)
+            read = zip(unread, dates, strict=True)
+            records = [["D", str(e.uid), repr(d)] for e, d in read if d is not None]
+            self._log(records)
+            return {e.uid: e.date for e in wanted if e.date is not None}
 
     def status(self) -> FolderStatus:
         """
@@ -455,8 +459,8 @@ class FolderIndex:
         """
         with self._lock:
             self._ensureLoaded()
-            self._mergeVanished()
-            return [(a, b) for a, b, m in self._vanished if m > modseq]
+            ranges = self._vanished.merge(list(self._entries))
+            return [(a, b) for a, b, m in ranges if m > modseq]
 
     def claimRecent(self) -> list[int]:
         """
@@ -552,7 +556,8 @@ class FolderIndex:
         for _, _, sub, name, date, size in sorted(fresh):
             uid = self.uidNext + len(added)
             flags = " ".join(sorted(flagsFromInfo(name.partition(INFO)[2], self._letters)))
-            records.append(["A", str(uid), modseq, sub, name, repr(date), str(size), flags])
+            dateText = "" if date is None else repr(date)
+            records.append(["A", str(uid), modseq, sub, name, dateText, str(size), flags])
             added.append(uid)
         return added
 
@@ -669,25 +674,27 @@ class FolderIndex:
             os.utime(tmp, (when, when))
             return self._adopt([(tmp, frozenset(flags), when, size)])[0]
 
-    def _adopt(self, files: list[tuple[Path, frozenset[str], float, int]]) -> list[int]:
+    def _adopt(self, files: list[tuple[Path, frozenset[str], float | None, int]]) -> list[int]:
         """
         Journal files that are synced into this folder (lock held): those
         in C{tmp/} are renamed into C{cur/} first, those already in C{cur/}
         (a move) stay.
 
-        @param files: C{(current path, flags, date, size)} each.
+        @param files: C{(current path, flags, date, size)} each (the date
+            C{None} when not read yet: the file keeps its mtime).
         @return: their UIDs.
         """
         modseq = self._nextModseq()
         records: list[list[str]] = []
         for path, flags, date, size in files:
             name = path.name
+            dateText = "" if date is None else repr(date)
             if path.parent.name == "tmp":
                 name = name + INFO + infoFor(flags, "", self._letters)
                 os.rename(path, self.folder / "cur" / name)
             uid = str(self.uidNext + len(records))
             flagText = " ".join(sorted(flags))
-            records.append(["A", uid, modseq, "cur", name, repr(date), str(size), flagText])
+            records.append(["A", uid, modseq, "cur", name, dateText, str(size), flagText])
         if records:
             fsyncDirectory(self.folder / "cur")
             self._log(records)
@@ -718,7 +725,7 @@ class FolderIndex:
             self._ensureLoaded()
             dest._ensureLoaded()
             chosen = sorted(uid for uid in set(uids) if uid in self._entries)
-            files: list[tuple[Path, frozenset[str], float, int]] = []
+            files: list[tuple[Path, frozenset[str], float | None, int]] = []
             sources: list[int] = []
             for uid in chosen:
                 entry = self._entries[uid]

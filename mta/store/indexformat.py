@@ -21,14 +21,16 @@ On disk, two files:
         K<TAB><keyword of letter a><TAB><keyword of b>...
         E<TAB><first uid><TAB><last uid><TAB><modseq>     (expunged ranges)
         A<TAB><uid><TAB><modseq><TAB><new|cur><TAB><file name><TAB><date>
-            <TAB><size><TAB><flags, space separated>   (one per message)
+            <TAB><size><TAB><flags, space separated>   (one per message;
+            the date is empty while it has not been read from the file)
         C<TAB><CRC-32 of every byte above, hex>
 
   - C{mta-index.log}, the journal: a header C{mta-journal<TAB>1<TAB>G<n><TAB>V<uidvalidity>}
     then one record per line, C{<CRC-32 hex><TAB><record>}, where a record
     is an C{A} line as above, C{F<TAB>uid<TAB>modseq<TAB>sub<TAB>name<TAB>
     flags} (flags or file name changed), C{X<TAB>modseq<TAB>uid,uid...}
-    (expunged) or C{R<TAB>uid} (first recent UID).  It is replayed on the
+    (expunged), C{R<TAB>uid} (first recent UID) or C{D<TAB>uid<TAB>date}
+    (an internal date read from the file).  It is replayed on the
     snapshot of the same generation; a journal of an older generation is
     already in the snapshot (a crash between the two renames of a
     compaction) and is dropped.
@@ -38,6 +40,7 @@ Blocking helpers; call them on a worker thread.
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -85,7 +88,9 @@ class MessageInfo(NamedTuple):
     @ivar uid: its IMAP UID.
     @ivar flags: system flags (C{\\Seen}...) and keywords.
     @ivar modseq: its RFC 7162 modification sequence.
-    @ivar internalDate: POSIX time of delivery.
+    @ivar internalDate: POSIX time of delivery; C{None} while the index
+        has not read it yet (L{mta.store.index.FolderIndex.internalDates}
+        reads it).
     @ivar size: exact size in octets.
     @ivar base: its Maildir base name (the POP3 UIDL).
     """
@@ -93,7 +98,7 @@ class MessageInfo(NamedTuple):
     uid: int
     flags: frozenset[str]
     modseq: int
-    internalDate: float
+    internalDate: float | None
     size: int
     base: str
 
@@ -135,10 +140,12 @@ class FolderStatus:
 
 class IndexEntry:
     """
-    One message's mutable record; change it only through L{change}, which
-    forgets the L{MessageInfo} it keeps (every SELECT asks for all of
-    them, and the sessions that have the folder selected then share
-    them).
+    One message's mutable record; change it only through L{change} and
+    L{learnDate}, which forget the L{MessageInfo} it keeps (every SELECT
+    asks for all of them, and the sessions that have the folder selected
+    then share them).
+
+    @ivar date: the internal date, C{None} until it is read from the file.
     """
 
     __slots__ = ("_info", "date", "flags", "modseq", "name", "size", "sub", "uid")
@@ -149,7 +156,7 @@ class IndexEntry:
         modseq: int,
         sub: str,
         name: str,
-        date: float,
+        date: float | None,
         size: int,
         flags: frozenset[str],
     ) -> None:
@@ -159,6 +166,10 @@ class IndexEntry:
 
     def change(self, modseq: int, sub: str, name: str, flags: frozenset[str]) -> None:
         self.modseq, self.sub, self.name, self.flags = modseq, sub, name, flags
+        self._info = None
+
+    def learnDate(self, date: float) -> None:
+        self.date = date
         self._info = None
 
     @property
@@ -175,10 +186,52 @@ class IndexEntry:
 
     def record(self) -> str:
         flags = " ".join(sorted(self.flags)) if self.flags else ""
+        date = "" if self.date is None else repr(self.date)
         return (
-            f"A\t{self.uid}\t{self.modseq}\t{self.sub}\t{self.name}\t{self.date!r}"
-            f"\t{self.size}\t{flags}"
+            f"A\t{self.uid}\t{self.modseq}\t{self.sub}\t{self.name}\t{date}\t{self.size}\t{flags}"
         )
+
+
+class ExpungedRanges:
+    """
+    The UIDs a folder has expunged, as ranges C{[first, last, modseq]},
+    remembered for QRESYNC.
+
+    Ranges merge whenever no live message lies between them (the merged
+    range keeps the higher MODSEQ: a client may then hear of an old
+    expunge again, which RFC 7162 allows), so the list never outgrows the
+    folder.  Merging is lazy: a journal replay expunges many times, and
+    merging each time would cost a pass over the folder.
+    """
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []  # by first once merged
+        self._merged = True
+
+    def add(self, first: int, last: int, modseq: int) -> None:
+        self.ranges.append([first, last, modseq])
+        self._merged = False
+
+    def merge(self, live: Sequence[int]) -> list[list[int]]:
+        """
+        @param live: the folder's UIDs, ascending.
+        @return: the merged ranges.
+        """
+        if self._merged:
+            return self.ranges
+        merged: list[list[int]] = []
+        for r in sorted(self.ranges):
+            if merged:
+                last = merged[-1]
+                between = bisect.bisect_right(live, last[1]) == bisect.bisect_left(live, r[0])
+                if r[0] <= last[1] + 1 or between:
+                    last[1] = max(last[1], r[1])
+                    last[2] = max(last[2], r[2])
+                    continue
+            merged.append(list(r))
+        self.ranges = merged
+        self._merged = True
+        return merged
 
 
 def combineFlags(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
@@ -302,6 +355,7 @@ __all__ = [
     "INDEX",
     "INFO",
     "JOURNAL",
+    "ExpungedRanges",
     "FlagMode",
     "FolderStatus",
     "IndexDamaged",

@@ -6,11 +6,11 @@ seen before (its arrival time, internal date and size).
 
 Written for the first SELECT of a big folder, when every file is new to
 the index: one C{readdir} per directory, what the file name says parsed
-without regular expressions, and one C{stat} per file, relative to a
-descriptor of its directory (no path strings or L{Path} objects built per
-file).  Dovecot needs no C{stat} on its first SELECT because it looks the
-internal date up when it is first asked for; our index hands out every
-message's internal date with the folder, so it reads the mtime here.
+without regular expressions, and a C{stat} only for a file whose name
+does not say its size and arrival time.  The internal date (the file's
+mtime, as Dovecot and Courier have it) is not read then: like Dovecot,
+the index reads it when a client first asks for it (L{fileDates}) and
+records it from then on.
 
 Blocking; call on a worker thread.
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 from mta.store.indexformat import INFO, flagsFromInfo
 
 #: What the index learns of a new file: C{(arrival, base, sub, name,
-#: internal date, size)}; sorted, they give the order of new UIDs.
-Described = tuple[float, str, str, str, float, int]
+#: internal date or C{None} when not read yet, size)}; sorted, they give
+#: the order of new UIDs.
+Described = tuple[float, str, str, str, float | None, int]
 
 
 def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
@@ -78,42 +79,80 @@ def nameFacts(base: str) -> tuple[int | None, float | None]:
     return size, when
 
 
+class _Directories:
+    """
+    Descriptors of a folder's C{new/} and C{cur/}, opened once each, so a
+    file is C{stat}ed by name with no path built.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._fds: dict[str, int] = {}
+
+    def stat(self, sub: str, name: str) -> os.stat_result | None:
+        """
+        @return: the file's C{stat}, or C{None} if it (or its directory)
+            is not there.
+        """
+        fd = self._fds.get(sub)
+        try:
+            if fd is None:
+                fd = self._fds[sub] = os.open(
+                    self._folder / sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+                )
+            return os.stat(name, dir_fd=fd)
+        except FileNotFoundError:
+            return None
+
+    def __enter__(self) -> _Directories:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
 def describeFiles(folder: Path, files: Iterable[tuple[str, str, str]]) -> list[Described]:
     """
     Read what the index records of each file: its arrival time (which
-    orders new UIDs) is the one in its name, else its mtime; its internal
-    date is its mtime, as Dovecot and Courier have it (an APPEND with a
-    date sets it); its size is the name's, else C{stat}'s.
+    orders new UIDs) is the one in its name, else its mtime; its size is
+    the name's, else C{stat}'s.  Its internal date is its mtime when the
+    file was C{stat}ed anyway, else C{None} (not read yet: see
+    L{fileDates}).
 
     @param files: C{(base, sub, file name)} each.
     @return: one L{Described} per file still there, in no set order.
     """
     described: list[Described] = []
-    fds: dict[str, int] = {}
-    try:
+    with _Directories(folder) as directories:
         for base, sub, name in files:
-            fd = fds.get(sub)
-            if fd is None:
-                try:
-                    fd = fds[sub] = os.open(
-                        folder / sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-                    )
-                except FileNotFoundError:
-                    continue
-            try:
-                st = os.stat(name, dir_fd=fd)
-            except FileNotFoundError:
-                continue  # gone since the scan
             size, when = nameFacts(base)
+            if size is not None and when is not None:
+                described.append((when, base, sub, name, None, size))
+                continue
+            st = directories.stat(sub, name)
+            if st is None:
+                continue  # gone since the scan
             mtime = st.st_mtime
             described.append(
                 (mtime if when is None else when, base, sub, name, mtime,
                  st.st_size if size is None else size)
             )  # fmt: skip
-    finally:
-        for fd in fds.values():
-            os.close(fd)
     return described
+
+
+def fileDates(folder: Path, files: Iterable[tuple[str, str]]) -> list[float | None]:
+    """
+    @param files: C{(sub, file name)} each.
+    @return: each file's mtime (its internal date), or C{None} for one
+        that is not there (expunged, or renamed by another Maildir tool).
+    """
+    with _Directories(folder) as directories:
+        return [
+            None if (st := directories.stat(sub, name)) is None else st.st_mtime
+            for sub, name in files
+        ]
 
 
 class FlagsOfInfo:
@@ -137,4 +176,4 @@ class FlagsOfInfo:
         return flags
 
 
-__all__ = ["Described", "FlagsOfInfo", "describeFiles", "nameFacts", "scanMaildir"]
+__all__ = ["Described", "FlagsOfInfo", "describeFiles", "fileDates", "nameFacts", "scanMaildir"]
