@@ -249,6 +249,12 @@ class MailAuthenticationTests(TestCase):
         )
         # No Authentication-Results arrived: nothing to strip.
         self.assertEqual(verdict.stripHeaders, ())
+        # The results go on the transaction's one log line.
+        self.assertEqual(
+            verdict.logNote,
+            "spf=pass dkim=pass:example.test dmarc=pass from=example.test policy=reject"
+            " disposition=none rua= action=accept",
+        )
 
     async def test_stripOnlyWhenPresent(self) -> None:
         """
@@ -313,7 +319,9 @@ class MailAuthenticationTests(TestCase):
         assert verdict.reply is not None
         self.assertEqual((verdict.reply.code, verdict.reply.text[:5]), (451, "4.7.1"))
         report = ChecksConfig("check", "check", "check")
-        self.assertIs(await self.check(MESSAGE, config=report), ACCEPT)
+        self.assertEqual(
+            await self.check(MESSAGE, config=report), Verdict(logNote="mailauth=temperror")
+        )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
     async def test_rejectForged(self) -> None:

@@ -84,6 +84,24 @@ class ChainTests(SynchronousTestCase):
         verdict = self.successResultOf(answer)
         self.assertEqual((verdict.junk, verdict.headers), (True, ("X-B: 2",)))
 
+    def test_logNotesGathered(self) -> None:
+        """
+        Log notes are gathered in order, across a Deferred, and kept with a
+        refusal (the transaction's log line says what the checks found).
+        """
+        d: Deferred[Verdict] = Deferred()
+        chain = PolicyChain([_Answer(Verdict(logNote="a=1")), _Answer(d), _Answer(ACCEPT)])
+        answer = chain.checkSender(REMOTE, Address("a", "b.test"))
+        assert isinstance(answer, Deferred)
+        d.callback(Verdict(logNote="b=2"))
+        self.assertEqual(self.successResultOf(answer).logNote, "a=1 b=2")
+        refusing = PolicyChain(
+            [_Answer(Verdict(logNote="a=1")), _Answer(Verdict(NO, logNote="b=2"))]
+        )
+        self.assertEqual(
+            refusing.checkSender(REMOTE, Address("a", "b.test")), Verdict(NO, logNote="a=1 b=2")
+        )
+
     def test_synchronousWhenEveryCheckIs(self) -> None:
         """With every check answering at once, the chain answers at once (no Deferred)."""
         chain = PolicyChain([_Answer(ACCEPT), _Answer(ACCEPT)])

@@ -8,12 +8,15 @@ import ipaddress
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta.config import LimitsConfig
 from mta.directory.memory import MemoryDirectory
-from mta.policy.base import PolicyChain
+from mta.envelope import Envelope
+from mta.errors import Reply
+from mta.policy.base import PolicyChain, PolicyCheck, Session, Verdict
 from mta.policy.relayaccess import RelayAccess
 from mta.policy.sender import SenderOwnership
 from mta.smtp.data import headerDate as _headerDate
@@ -149,6 +152,33 @@ class SMTPServerTests(SMTPTestMixin, SynchronousTestCase):
         )
         self.assertTrue(data.endswith(b"\r\nSubject: hi\r\n\r\nbody\r\n"))
         self.assertIn(b"for <alice@example.com>", data)
+
+    def test_checksNotesOnTheTransactionLine(self) -> None:
+        """
+        What the end-of-data checks found (their log note) is on the
+        transaction's one log line, before the result, accepted or refused.
+        """
+
+        class Noting(PolicyCheck):
+            reply: Reply | None = None
+
+            def checkMessage(self, session: Session, envelope: Envelope, data: bytes) -> Verdict:
+                return Verdict(self.reply, logNote="spf=pass dkim=none")
+
+        noting = Noting()
+        self.factory.policy = PolicyChain([noting])
+        transaction = (
+            b"MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.com>\r\n"
+            b"DATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\n"
+        )
+        with capturedLogs() as events:
+            self.send(b"EHLO c.test\r\n" + transaction)
+            noting.reply = Reply(550, "5.7.1 no")
+            self.send(transaction)
+        lines = [formatEvent(e) for e in events if formatEvent(e).startswith("smtp: id=")]
+        self.assertEqual(len(lines), 2)
+        self.assertRegex(lines[0], r" size=\d+ spf=pass dkim=none result=250 2\.0\.0 ")
+        self.assertRegex(lines[1], r" size=\d+ spf=pass dkim=none result=550 5\.7\.1 no$")
 
     def test_dotUnstuffing(self) -> None:
         """A leading dot is removed from every line; a lone '..' becomes '.'."""

@@ -307,7 +307,7 @@ class MailAuthentication(PolicyCheck):
         d = self._runner.run(
             self._check, envelope.clientAddress, envelope.sender, envelope.heloName, data
         )
-        return d.addCallbacks(self._checked, self._jobFailed, callbackArgs=(envelope,))
+        return d.addCallbacks(self._checked, self._jobFailed)
 
     def _txt(self, name: str) -> list[bytes]:
         return blockingTXT(self._resolver, self._reactor, name)
@@ -345,7 +345,7 @@ class MailAuthentication(PolicyCheck):
         refusal, junk = enforce(c, spf, dkim, dmarc)
         action = f"{refusal.code}" if refusal else ("junk" if junk else "accept")
         line = (
-            f"client={ip} spf={spf.result if spf else 'off'}"
+            f"spf={spf.result if spf else 'off'}"
             f" dkim={','.join(f'{r.result}:{r.domain}' for r in dkim) or 'off'}"
             f" dmarc={dmarc.result if dmarc else 'off'}"
             f" from={dmarc.fromDomain if dmarc else ''}"
@@ -354,15 +354,15 @@ class MailAuthentication(PolicyCheck):
             f" rua={','.join(dmarc.rua) if dmarc else ''} action={action}"
         )
         if refusal is not None:
-            return _Checked(Verdict(refusal), line, broken)
+            return _Checked(Verdict(refusal, logNote=line), broken)
         header = authenticationResults(self._hostname, spf, dkim, dmarc)
         strip = ((HEADER, self._hostname),) if _hasField(data) else ()
-        return _Checked(Verdict(None, (header,), junk=junk, stripHeaders=strip), line, broken)
+        verdict = Verdict(None, (header,), junk=junk, stripHeaders=strip, logNote=line)
+        return _Checked(verdict, broken)
 
-    def _checked(self, checked: _Checked, envelope: Envelope) -> Verdict:
+    def _checked(self, checked: _Checked) -> Verdict:
         for reason in checked.broken:
             _log.failure("mailauth: a check failed; counted as temperror", reason)
-        _log.info("mailauth: id={id} {results}", id=envelope.queueId, results=checked.line)
         return checked.verdict
 
     def _jobFailed(self, reason: Failure) -> Verdict:
@@ -374,8 +374,11 @@ class MailAuthentication(PolicyCheck):
         _log.failure("mailauth: the check failed; counted as temperror", reason)
         c = self._config
         if "enforce" in (c.spf, c.dkim, c.dmarc):
-            return Verdict(Reply(451, "4.7.1 Message could not be checked; try again later"))
-        return ACCEPT
+            return Verdict(
+                Reply(451, "4.7.1 Message could not be checked; try again later"),
+                logNote="mailauth=temperror",
+            )
+        return Verdict(logNote="mailauth=temperror")
 
 
 @dataclass(frozen=True)
@@ -383,13 +386,12 @@ class _Checked:
     """
     What the checking job hands back to the reactor thread.
 
-    @ivar verdict: the check's answer.
-    @ivar line: the results for the C{mailauth:} log line.
+    @ivar verdict: the check's answer, its results in its C{logNote} for
+        the transaction's log line.
     @ivar broken: the failures of mechanisms that broke, to log.
     """
 
     verdict: Verdict
-    line: str
     broken: list[Failure]
 
 

@@ -59,12 +59,16 @@ class Verdict:
         with that word (case aside) are removed before it is queued
         (forged C{Authentication-Results} claiming our authserv-id,
         RFC 8601 section 5).  See L{stripHeaderFields}.
+    @ivar logNote: at end of data, C{key=value} words the check adds to
+        the transaction's one log line (e.g. its SPF, DKIM and DMARC
+        results), whether the message is accepted or refused.
     """
 
     reply: Reply | None = None
     headers: tuple[str, ...] = ()
     junk: bool = False
     stripHeaders: tuple[tuple[str, str], ...] = ()
+    logNote: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -221,35 +225,49 @@ def _askFrom(
 ) -> Verdict | Deferred[Verdict]:
     """
     Ask C{checks} in turn from the first, synchronously while answers are
-    ready, carrying the headers (and the junk wish) gathered so far.
+    ready, carrying what the accepting ones gathered so far (headers, the
+    junk wish, fields to strip, log notes).
     """
-    headers = sofar.headers
-    junk = sofar.junk
-    strip = sofar.stripHeaders
     while checks:
         answer = ask(checks.pop(0))
         if isinstance(answer, Deferred):
-            return answer.addCallback(_continue, checks, ask, Verdict(None, headers, junk, strip))
+            return answer.addCallback(_continue, checks, ask, sofar)
         if not answer.accepted:
-            return answer
-        headers += answer.headers
-        junk = junk or answer.junk
-        strip += answer.stripHeaders
-    return Verdict(None, headers, junk, strip) if headers or junk or strip else ACCEPT
+            return _merged(sofar, answer)
+        sofar = _merged(sofar, answer)
+    return sofar
 
 
 def _continue(
     answer: Verdict, checks: list[IPolicyCheck], ask: Ask, sofar: Verdict
 ) -> Verdict | Deferred[Verdict]:
     if not answer.accepted:
+        return _merged(sofar, answer)
+    return _askFrom(checks, ask, _merged(sofar, answer))
+
+
+def _merged(sofar: Verdict, answer: Verdict) -> Verdict:
+    """
+    @return: C{answer} with what the earlier checks gathered: their
+        headers, junk wish and fields to strip when it accepts, their log
+        notes either way.
+    """
+    if sofar is ACCEPT:
         return answer
-    merged = Verdict(
+    note = (
+        f"{sofar.logNote} {answer.logNote}"
+        if sofar.logNote and answer.logNote
+        else (sofar.logNote or answer.logNote)
+    )
+    if not answer.accepted:
+        return Verdict(answer.reply, logNote=note)
+    return Verdict(
         None,
         sofar.headers + answer.headers,
         sofar.junk or answer.junk,
         sofar.stripHeaders + answer.stripHeaders,
+        note,
     )
-    return _askFrom(checks, ask, merged)
 
 
 __all__ = [

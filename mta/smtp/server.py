@@ -646,7 +646,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
         self, verdict: Verdict, t: Transaction, envelope: Envelope, body: bytes
     ) -> Deferred[Reply]:
         if verdict.reply is not None:
-            self._logTransaction(t, len(body), verdict.reply)
+            self._logTransaction(t, len(body), verdict.reply, verdict.logNote)
             return succeed(verdict.reply)
         if verdict.stripHeaders:
             # Forged Authentication-Results claiming to be ours (RFC 8601 5).
@@ -662,7 +662,9 @@ class SMTPServer(LineCommandProtocol[Reply]):
             self._enqueueFailed,
             errbackArgs=(t,),
         )
-        logged: Deferred[Reply] = replied.addCallback(self._logQueued, t, len(data))
+        logged: Deferred[Reply] = replied.addCallback(
+            self._logQueued, t, len(data), verdict.logNote
+        )
         return logged
 
     def _protocolName(self, t: Transaction) -> str:
@@ -696,15 +698,20 @@ class SMTPServer(LineCommandProtocol[Reply]):
 
     # -- logging --------------------------------------------------------------------------------
 
-    def _logQueued(self, reply: Reply, t: Transaction, size: int) -> Reply:
-        self._logTransaction(t, size, reply)
+    def _logQueued(self, reply: Reply, t: Transaction, size: int, note: str) -> Reply:
+        self._logTransaction(t, size, reply, note)
         return reply
 
-    def _logTransaction(self, t: Transaction, size: int, reply: Reply) -> None:
+    def _logTransaction(self, t: Transaction, size: int, reply: Reply, note: str = "") -> None:
+        """
+        The transaction's one log line; C{note} (the checks' words, such as
+        their SPF, DKIM and DMARC results) goes before the result, which
+        is last because its text has spaces.
+        """
         logLine(
             _log,
             "smtp: id={id} from=<{sender}> to={to} ip={ip} helo={helo} tls={tls} "
-            "auth={auth} size={size} result={result}",
+            "auth={auth} size={size} {note}result={result}",
             id=t.queueId,
             sender=t.sender,
             to=",".join(f"<{r.address}>" for r in t.recipients),
@@ -713,6 +720,7 @@ class SMTPServer(LineCommandProtocol[Reply]):
             tls=tlsVersion(self.transport) if self.tlsActive else "none",
             auth=self.authUser or "-",
             size=size,
+            note=f"{note} " if note else "",
             result=str(reply),
         )
 
