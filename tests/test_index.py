@@ -117,6 +117,29 @@ class IndexBasicsTests(_Base):
         self.assertEqual(os.listdir(self.folder / "new"), [])
         self.assertEqual(index.messages()[0].uid, 1)
 
+    def test_firstSyncMovesBeforeIndexing(self) -> None:
+        """
+        The first C{sync(takeNew=True)} of a folder moves the C{new/}
+        files before it indexes them: the snapshot names them in C{cur/}
+        (keeping info letters it does not own) and the journal holds no
+        record; a reopened index agrees.
+        """
+        plain = deliver(self.folder, 1)
+        (self.folder / "new" / "2.M2P2.host,S=3:2,PS").write_bytes(b"abc")
+        index = self.index()
+        self.assertEqual(index.sync(takeNew=True).added, ())
+        self.assertEqual(
+            sorted(os.listdir(self.folder / "cur")), [plain + ":2,", "2.M2P2.host,S=3:2,PS"]
+        )
+        snapshot = (self.folder / INDEX).read_text()
+        self.assertIn(f"\tcur\t{plain}:2,\t", snapshot)
+        self.assertIn("\tcur\t2.M2P2.host,S=3:2,PS\t", snapshot)
+        self.assertEqual((self.folder / JOURNAL).read_text().count("\n"), 1)
+        index.close()
+        reopened = self.index()
+        self.assertFalse(reopened.sync(takeNew=True))
+        self.assertEqual([m.flags for m in reopened.messages()], [{"\\Seen"}, frozenset()])
+
     def test_flagsRenameFiles(self) -> None:
         """
         Setting flags renames the file's info part; removing them too.

@@ -133,9 +133,11 @@ class FolderIndex:
 
     # Loading, rebuilding, compacting.
 
-    def _ensureLoaded(self) -> Scan | None:
+    def _ensureLoaded(self, takeNew: bool = False) -> Scan | None:
         """
         Load the index, or build it if it is missing or damaged.
+
+        @param takeNew: a build moves C{new/} files to C{cur/} first.
 
         @return: the scan of the Maildir a build made (a caller about to
             scan may use it instead, within the same locked call), else
@@ -147,7 +149,7 @@ class FolderIndex:
         snapshot = self._readOrNone(INDEX)
         journal = self._readOrNone(JOURNAL)
         if snapshot is None and journal is None:
-            scan = self._create()
+            scan = self._create(takeNew)
         else:
             oldValidity = max(headerValidity(snapshot), headerValidity(journal))
             try:
@@ -156,7 +158,7 @@ class FolderIndex:
                 self._loadSnapshot(snapshot)
                 self._replay(journal)
             except (IndexDamaged, ValueError, IndexError, KeyError):
-                scan = self._rebuild(oldValidity)
+                scan = self._rebuild(oldValidity, takeNew)
         self._loaded = True
         return scan
 
@@ -166,7 +168,7 @@ class FolderIndex:
         except FileNotFoundError:
             return None
 
-    def _create(self) -> Scan:
+    def _create(self, takeNew: bool) -> Scan:
         """
         Index the folder for the first time, adopting Dovecot's UIDs.
         """
@@ -179,9 +181,9 @@ class FolderIndex:
             known = adopted.uids
         # A folder indexed for the first time: its messages are all new to
         # IMAP, hence \\Recent; an adopted one's were seen by Dovecot.
-        return self._build(known, recent=adopted is None)
+        return self._build(known, adopted is None, takeNew)
 
-    def _rebuild(self, oldValidity: int) -> Scan:
+    def _rebuild(self, oldValidity: int, takeNew: bool) -> Scan:
         """
         Index the folder afresh under a new UIDVALIDITY, never an old one.
         """
@@ -189,28 +191,35 @@ class FolderIndex:
         floor = max(oldValidity, adopted.uidValidity if adopted else 0) + 1
         self._reset(max(int(self._clock()), floor))
         self._letters = readKeywords(self.folder)
-        return self._build({}, recent=False)
+        return self._build({}, False, takeNew)
 
-    def _build(self, known: dict[str, int], recent: bool) -> Scan:
+    def _build(self, known: dict[str, int], recent: bool, takeNew: bool) -> Scan:
         """
         Index every file, giving those in C{known} their UID and the others
         new ones in delivery order, then write the snapshot and an empty
         journal.
 
+        @param takeNew: move C{new/} files to C{cur/} first (L{_takeNew}).
         @return: the scan of the Maildir it indexed.
         """
         scan = scanMaildir(self.folder)
+        if takeNew:
+            scan = self._takeNew(scan)
         described = describeFiles(self.folder, ((b, s, n) for b, (s, n) in scan.items()))
         adopted = sorted((known[d[1]], d) for d in described if d[1] in known) if known else []
         fresh = sorted(d for d in described if d[1] not in known) if known else sorted(described)
         flagsOf = FlagsOfInfo(self._letters)
         entries, byBase = self._entries, self._byBase
         for uid, (_, base, sub, name, date, size) in adopted:
-            entries[uid] = byBase[base] = IndexEntry(uid, 1, sub, name, date, size, flagsOf(name))
+            entries[uid] = byBase[base] = IndexEntry(
+                uid, 1, sub, name, date, size, flagsOf(name), base
+            )
         if adopted:
             self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
         for uid, (_, base, sub, name, date, size) in enumerate(fresh, self.uidNext):
-            entries[uid] = byBase[base] = IndexEntry(uid, 1, sub, name, date, size, flagsOf(name))
+            entries[uid] = byBase[base] = IndexEntry(
+                uid, 1, sub, name, date, size, flagsOf(name), base
+            )
         self.uidNext += len(fresh)
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
@@ -487,7 +496,11 @@ class FolderIndex:
         @param takeNew: also move C{new/} files into C{cur/}.
         """
         with self._lock:
-            found = self._ensureLoaded() or scanMaildir(self.folder)
+            built = self._ensureLoaded(takeNew)
+            if built is not None:
+                # The entries were made from this scan: nothing differs.
+                return SyncResult(highestModseq=self.highestModseq)
+            found = scanMaildir(self.folder)
             if takeNew:
                 found = self._takeNew(found)
             modseq = self._nextModseq()

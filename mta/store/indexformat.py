@@ -148,7 +148,7 @@ class IndexEntry:
     @ivar date: the internal date, C{None} until it is read from the file.
     """
 
-    __slots__ = ("_info", "date", "flags", "modseq", "name", "size", "sub", "uid")
+    __slots__ = ("_info", "base", "date", "flags", "modseq", "name", "size", "sub", "uid")
 
     def __init__(
         self,
@@ -159,9 +159,15 @@ class IndexEntry:
         date: float | None,
         size: int,
         flags: frozenset[str],
+        base: str | None = None,
     ) -> None:
+        """
+        @param base: the base name (the part of C{name} before C{:2,}),
+            when the caller has it; it never changes.
+        """
         self.uid, self.modseq, self.sub, self.name = uid, modseq, sub, name
         self.date, self.size, self.flags = date, size, flags
+        self.base = name.split(INFO, 1)[0] if base is None else base
         self._info: MessageInfo | None = None
 
     def change(self, modseq: int, sub: str, name: str, flags: frozenset[str]) -> None:
@@ -171,10 +177,6 @@ class IndexEntry:
     def learnDate(self, date: float) -> None:
         self.date = date
         self._info = None
-
-    @property
-    def base(self) -> str:
-        return self.name.split(INFO, 1)[0]
 
     def info(self) -> MessageInfo:
         info = self._info
