@@ -89,7 +89,7 @@ class SelectedFolder:
         self.uidValidity = uidValidity
         self.infos = {m.uid: m for m in messages}
         self.uids = sorted(self.infos)
-        self.recent = set(recent) & set(self.uids)
+        self.recent = {uid for uid in recent if uid in self.infos}
         self.highestModseq = highestModseq
         self._byModseq = sorted((m.modseq, m.uid) for m in self.infos.values())
         self._flagLists: dict[tuple[frozenset[str], bool], bytes] = {}
@@ -201,8 +201,10 @@ class SelectedFolder:
         """
         @return: the keywords used by any message, sorted.
         """
-        found = {f for m in self.infos.values() for f in m.flags if not f.startswith("\\")}
-        return sorted(found)
+        # Messages share a few flag sets (the index makes one per info
+        # part): look into each distinct set once.
+        distinct = {m.flags for m in self.infos.values()}
+        return sorted({f for flags in distinct for f in flags if not f.startswith("\\")})
 
     def update(self, info: MessageInfo) -> None:
         """

@@ -182,11 +182,8 @@ class IMAPMailbox:
         def selecting() -> tuple[SyncResult, Selection]:
             result = index.sync(takeNew=True)
             recent = frozenset(index.claimRecent())
-            messages = tuple(index.messages())
-            status = index.status()
-            selection = Selection(
-                status.uidValidity, status.uidNext, status.highestModseq, messages, recent
-            )
+            messages, uidValidity, uidNext, highestModseq = index.selection()
+            selection = Selection(uidValidity, uidNext, highestModseq, tuple(messages), recent)
             return result, selection
 
         def selected(done: tuple[SyncResult, Selection]) -> Selection:

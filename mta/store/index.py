@@ -79,6 +79,7 @@ from mta.store.indexformat import (
     SyncResult,
     combineFlags,
     crc,
+    flagsAfterRename,
     flagsFromInfo,
     fsyncFile,
     headerValidity,
@@ -423,6 +424,15 @@ class FolderIndex:
             self._log(records)
             return {e.uid: e.date for e in wanted if e.date is not None}
 
+    def selection(self) -> tuple[list[MessageInfo], int, int, int]:
+        """
+        @return: what a SELECT shows, at one instant: C{(messages,
+            uidValidity, uidNext, highestModseq)}.
+        """
+        with self._lock:
+            messages = self.messages()
+            return messages, self.uidValidity, self.uidNext, self.highestModseq
+
     def status(self) -> FolderStatus:
         """
         @return: the STATUS counts (as of the last sync).
@@ -511,7 +521,7 @@ class FolderIndex:
                 entry = self._byBase.get(base)
                 if entry is None or (entry.sub == sub and entry.name == name):
                     continue
-                flags = self._flagsAfterRename(entry, name)
+                flags = flagsAfterRename(entry, name, self._letters)
                 if flags != entry.flags:
                     changed.append(entry.uid)
                 record = [
@@ -541,18 +551,6 @@ class FolderIndex:
                 os.rename(self.folder / "new" / name, self.folder / "cur" / target)
                 found[base] = ("cur", target)
         return found
-
-    def _flagsAfterRename(self, entry: IndexEntry, name: str) -> frozenset[str]:
-        """
-        @return: an entry's flags once its file is called C{name}: system
-            flags and lettered keywords from the name, other keywords kept.
-        """
-        fromName = flagsFromInfo(name.partition(INFO)[2], self._letters)
-        if entry.sub == "new" and INFO not in name:
-            return entry.flags
-        lettered = set(self._letters)
-        kept = {f for f in entry.flags if not f.startswith("\\") and f not in lettered}
-        return fromName | kept
 
     def _addRecords(
         self, found: dict[str, tuple[str, str]], modseq: str, records: list[list[str]]

@@ -300,6 +300,20 @@ def flagsFromInfo(info: str, letters: Sequence[str]) -> frozenset[str]:
     return frozenset(flags)
 
 
+def flagsAfterRename(entry: IndexEntry, name: str, letters: Sequence[str]) -> frozenset[str]:
+    """
+    @return: an entry's flags once its file is called C{name} (renamed by
+        another Maildir tool): system flags and lettered keywords from the
+        name, other keywords kept.
+    """
+    if entry.sub == "new" and INFO not in name:
+        return entry.flags
+    fromName = flagsFromInfo(name.partition(INFO)[2], letters)
+    lettered = set(letters)
+    kept = {f for f in entry.flags if not f.startswith("\\") and f not in lettered}
+    return fromName | kept
+
+
 def infoFor(flags: frozenset[str], oldInfo: str, letters: Sequence[str]) -> str:
     """
     @return: the info part for C{flags}, keeping letters we do not own
@@ -366,6 +380,7 @@ __all__ = [
     "SyncResult",
     "combineFlags",
     "crc",
+    "flagsAfterRename",
     "flagsFromInfo",
     "fsyncFile",
     "headerValidity",
