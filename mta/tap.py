@@ -10,6 +10,7 @@ The service tree::
     |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
+    |- TmpCleaner "tmp-cleanup"        crash leftovers in Maildir tmp/ (36 h)
     |- QueueManager "queue"            loads the spool, schedules delivery
     |- ControlServer "queue-control"   data_dir/control.sock: mta queue ...
     |- RelayDelivery "relay"           MX or smarthost delivery; idle connections
@@ -59,6 +60,7 @@ from mta.smtp.client import ClientPolicy, connectSMTP
 from mta.smtp.clienttls import clientContext
 from mta.smtp.server import Mode, SMTPFactory
 from mta.store.imapstore import IMAPStore
+from mta.store.janitor import TmpCleaner
 from mta.store.maildir import MaildirStore, mailRootOf
 from mta.threads import BlockingRunner, ParallelSync
 from mta.tls import TLSContextHolder, loadServerContext
@@ -355,6 +357,9 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
 
     tls = loadServerContext(config)
     _timer(top, "tls-reload", TLS_RELOAD_INTERVAL, runner, tls.reloadIfChanged, reactor)
+    cleaner = TmpCleaner(mailRootOf(config.data_dir), runner, reactor)
+    cleaner.setName("tmp-cleanup")
+    cleaner.setServiceParent(top)
 
     queue.setName("queue")
     queue.setServiceParent(top)
