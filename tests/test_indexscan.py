@@ -49,7 +49,8 @@ class NameFactsTests(SynchronousTestCase):
 
 class DescribeFilesTests(SynchronousTestCase):
     """
-    L{describeFiles} reads one C{stat} per file.
+    L{describeFiles} reads a C{stat} only for a file whose name does not
+    say its size and arrival time.
     """
 
     def setUp(self) -> None:
@@ -70,7 +71,7 @@ class DescribeFilesTests(SynchronousTestCase):
         (self.folder / "cur" / bare).write_bytes(b"abcde")
         os.utime(self.folder / "cur" / bare, (1_500_000_000, 1_500_000_000))
         described = describeFiles(
-            self.folder, [("1700000000.M5P1Q1.host,S=999", "new", named), ("bare", "cur", bare)]
+            self.folder, [("1700000000.M5P1Q1.host,S=999", ("new", named)), ("bare", ("cur", bare))]
         )
         self.assertEqual(
             sorted(described),
@@ -102,7 +103,7 @@ class DescribeFilesTests(SynchronousTestCase):
         (self.folder / "cur" / "here").write_bytes(b"x")
         (self.folder / "tmp").rmdir()
         described = describeFiles(
-            self.folder, [("gone", "cur", "gone"), ("t", "tmp", "t"), ("here", "cur", "here")]
+            self.folder, [("gone", ("cur", "gone")), ("t", ("tmp", "t")), ("here", ("cur", "here"))]
         )
         self.assertEqual([d[1] for d in described], ["here"])
 

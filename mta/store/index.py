@@ -206,7 +206,7 @@ class FolderIndex:
         scan = scanMaildir(self.folder)
         if takeNew:
             scan = self._takeNew(scan)
-        described = describeFiles(self.folder, ((b, s, n) for b, (s, n) in scan.items()))
+        described = describeFiles(self.folder, scan.items())
         adopted = sorted((known[d[1]], d) for d in described if d[1] in known) if known else []
         fresh = sorted(d for d in described if d[1] not in known) if known else sorted(described)
         flagsOf = FlagsOfInfo(self._letters)
@@ -561,7 +561,7 @@ class FolderIndex:
 
         @return: the UIDs given.
         """
-        unknown = ((b, s, n) for b, (s, n) in found.items() if b not in self._byBase)
+        unknown = ((b, place) for b, place in found.items() if b not in self._byBase)
         fresh = describeFiles(self.folder, unknown)
         added: list[int] = []
         for _, _, sub, name, date, size in sorted(fresh):

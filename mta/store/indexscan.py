@@ -113,7 +113,7 @@ class _Directories:
         self._fds.clear()
 
 
-def describeFiles(folder: Path, files: Iterable[tuple[str, str, str]]) -> list[Described]:
+def describeFiles(folder: Path, files: Iterable[tuple[str, tuple[str, str]]]) -> list[Described]:
     """
     Read what the index records of each file: its arrival time (which
     orders new UIDs) is the one in its name, else its mtime; its size is
@@ -121,24 +121,28 @@ def describeFiles(folder: Path, files: Iterable[tuple[str, str, str]]) -> list[D
     file was C{stat}ed anyway, else C{None} (not read yet: see
     L{fileDates}).
 
-    @param files: C{(base, sub, file name)} each.
+    @param files: C{(base, (sub, file name))} each, as a scan's items.
     @return: one L{Described} per file still there, in no set order.
     """
     described: list[Described] = []
-    with _Directories(folder) as directories:
-        for base, sub, name in files:
-            size, when = nameFacts(base)
-            if size is not None and when is not None:
-                described.append((when, base, sub, name, None, size))
-                continue
-            st = directories.stat(sub, name)
-            if st is None:
-                continue  # gone since the scan
-            mtime = st.st_mtime
-            described.append(
-                (mtime if when is None else when, base, sub, name, mtime,
-                 st.st_size if size is None else size)
-            )  # fmt: skip
+    unnamed: list[tuple[str, str, str, int | None, float | None]] = []
+    for base, (sub, name) in files:
+        size, when = nameFacts(base)
+        if size is None or when is None:
+            unnamed.append((base, sub, name, size, when))
+        else:
+            described.append((when, base, sub, name, None, size))
+    if unnamed:
+        with _Directories(folder) as directories:
+            for base, sub, name, size, when in unnamed:
+                st = directories.stat(sub, name)
+                if st is None:
+                    continue  # gone since the scan
+                mtime = st.st_mtime
+                described.append(
+                    (mtime if when is None else when, base, sub, name, mtime,
+                     st.st_size if size is None else size)
+                )  # fmt: skip
     return described
 
 
