@@ -8,48 +8,16 @@ writes are behind, and a disconnect leaves nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from mta.imap.server import STREAM_APPENDS_OVER
-from mta.interfaces import IBlockingRunner
 from mta.store.appending import MessageSpool, TemporaryMessage, writeTemporary
 from mta.store.imapstore import NoSuchFolder
 from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
+from mta.testing.fakes import HeldRunner
 from tests.test_imapserver import MESSAGE, USER, IMAPTestCase
-
-
-@implementer(IBlockingRunner)
-class HeldRunner:
-    """
-    An IBlockingRunner whose calls wait until the test runs them, in order.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def runOne(self) -> None:
-        f, args, d = self.calls.pop(0)
-        try:
-            result = f(*args)
-        except BaseException as e:
-            d.errback(e)
-        else:
-            d.callback(result)
-
-    def runAll(self) -> None:
-        while self.calls:
-            self.runOne()
 
 
 class TemporaryMessageTests(SynchronousTestCase):

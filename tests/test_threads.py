@@ -8,34 +8,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
-from mta.interfaces import IBlockingRunner
+from mta.testing.fakes import HeldRunner
 from mta.threads import BatchingRunner, CommitLoop, Deliver, ParallelSync, SynchronousRunner
-
-
-@implementer(IBlockingRunner)
-class _HeldRunner:
-    """
-    An IBlockingRunner whose calls wait until the test releases them.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def release(self) -> None:
-        f, args, d = self.calls.pop(0)
-        d.callback(f(*args))
 
 
 class BatchingRunnerTests(SynchronousTestCase):
@@ -48,7 +27,7 @@ class BatchingRunnerTests(SynchronousTestCase):
         Items submitted while a batch runs go together in the next one, and
         each gets its own result or error.
         """
-        runner = _HeldRunner()
+        runner = HeldRunner()
         batches: list[list[int]] = []
 
         def process(items: list[int]) -> list[int | BaseException]:
@@ -58,9 +37,9 @@ class BatchingRunnerTests(SynchronousTestCase):
         batching: BatchingRunner[int, int] = BatchingRunner(runner, process, concurrency=1)
         first = batching.submit(1)
         rest = [batching.submit(i) for i in (2, 3, 4)]
-        runner.release()
+        runner.runOne()
         self.assertEqual(self.successResultOf(first), 10)
-        runner.release()
+        runner.runOne()
         self.assertEqual(batches, [[1], [2, 3, 4]])
         self.assertEqual(self.successResultOf(rest[0]), 20)
         self.failureResultOf(rest[1], ValueError)
@@ -98,7 +77,7 @@ class CommitLoopTests(SynchronousTestCase):
         as soon as that batch is done; results reach the reactor through
         C{callFromThread}, one call per batch.
         """
-        runner = _HeldRunner()
+        runner = HeldRunner()
         batches: list[list[int]] = []
         handedOver: list[object] = []
         rest: list[Deferred[int]] = []
@@ -116,7 +95,7 @@ class CommitLoopTests(SynchronousTestCase):
 
         loop: CommitLoop[int, int] = CommitLoop(runner, process, callFromThread)
         first = loop.submit(1)
-        runner.release()
+        runner.runOne()
         self.assertEqual(runner.calls, [])
         self.assertEqual(batches, [[1], [2, 3]])
         self.assertEqual(len(handedOver), 2)
@@ -126,7 +105,7 @@ class CommitLoopTests(SynchronousTestCase):
         # Idle again: the next item starts a new worker call.
         d = loop.submit(4)
         self.assertEqual(len(runner.calls), 1)
-        runner.release()
+        runner.runOne()
         self.assertEqual(self.successResultOf(d), -4)
 
     def test_processRaising(self) -> None:
@@ -152,7 +131,7 @@ class CommitLoopTests(SynchronousTestCase):
         the last batch's results are in; each batch's results reach its own
         items whenever they come, in any order.
         """
-        runner = _HeldRunner()
+        runner = HeldRunner()
         delivers: list[Deliver[int]] = []
         batches: list[list[int]] = []
         rest: list[Deferred[int]] = []
@@ -165,7 +144,7 @@ class CommitLoopTests(SynchronousTestCase):
 
         loop: CommitLoop[int, int] = CommitLoop(runner, process, lambda f, *a: f(*a))
         first = loop.submit(1)
-        runner.release()
+        runner.runOne()
         self.assertEqual(batches, [[1], [2, 3]])
         self.assertNoResult(first)
         delivers[1]([20, 30])

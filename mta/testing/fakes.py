@@ -6,6 +6,7 @@ reactor-free stand-ins for the seams in L{mta.interfaces}.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -14,7 +15,7 @@ from zope.interface import implementer
 from mta.auth import LoginFailed, LoginRefused
 from mta.dns import DNSNameError, DNSTemporaryError, MXRecord
 from mta.envelope import Envelope
-from mta.interfaces import IDNSResolver, ILoginService, IMessageSink
+from mta.interfaces import IBlockingRunner, IDNSResolver, ILoginService, IMessageSink
 
 
 @implementer(IMessageSink)
@@ -155,3 +156,40 @@ class FakeResolver:
         See L{IDNSResolver.lookupPTR}: nothing is known.
         """
         return self._answer("PTR", ip, {})
+
+
+@implementer(IBlockingRunner)
+class HeldRunner:
+    """
+    An L{IBlockingRunner} whose calls wait, in order, until the test runs
+    them (L{runOne}, L{runAll}): a test sees the work queued and decides
+    when the thread would have done it.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def runOne(self) -> None:
+        """
+        Run the oldest waiting call; its Deferred fires with its result or
+        its exception.
+        """
+        f, args, d = self.calls.pop(0)
+        try:
+            result = f(*args)
+        except BaseException as e:
+            d.errback(e)
+        else:
+            d.callback(result)
+
+    def runAll(self) -> None:
+        """
+        Run every waiting call, including those queued meanwhile.
+        """
+        while self.calls:
+            self.runOne()
