@@ -13,6 +13,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: The start of every subprocess test's config, up to its C{[listen]}
@@ -71,6 +73,24 @@ def runAdmin(config: Path, *argv: str, stdin: str = "") -> subprocess.CompletedP
         timeout=60,
         check=False,
     )
+
+
+def newInstance(base: Path, config: str, user: str, password: str) -> tuple[Path, Path]:
+    """
+    Make a server's directory: C{base} (created), its C{mta.toml} holding
+    C{config}, and C{user} added with the real C{mta user add} (blocking).
+
+    @return: the config file and the INBOX Maildir of C{user}.
+    @raise RuntimeError: the command failed.
+    """
+    base.mkdir()
+    path = base / "mta.toml"
+    path.write_text(config)
+    result = runAdmin(path, "user", "add", user, "--password-stdin", stdin=password + "\n")
+    if result.returncode != 0:
+        raise RuntimeError(f"mta user add failed: {result.stderr}")
+    inbox = folderDirectory(userDirectory(mailRootOf(base / "data"), user), "INBOX")
+    return path, inbox
 
 
 class ServerProcess:

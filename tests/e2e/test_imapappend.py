@@ -19,8 +19,7 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
-from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, runAdmin
+from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, newInstance
 
 CONFIG = (
     CONFIG_HEAD
@@ -96,12 +95,7 @@ class LargeAppendTests(TestCase):
 
     def setUp(self) -> None:
         base = Path(self.mktemp()).absolute()
-        base.mkdir()
-        config = base / "mta.toml"
-        config.write_text(CONFIG)
-        result = runAdmin(config, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        self.inbox = folderDirectory(userDirectory(mailRootOf(base / "data"), USER), "INBOX")
+        config, self.inbox = newInstance(base, CONFIG, USER, PASSWORD)
         self.server = ServerProcess(config, base / "mta.log")
         self.addCleanup(self.server.stop)
         self.server.start(timeout=60)

@@ -23,8 +23,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import log
 from twisted.trial.unittest import TestCase
 
-from mta.store.maildir import folderDirectory, mailRootOf, userDirectory
-from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, runAdmin
+from tests.e2e.serverprocess import CONFIG_HEAD, ServerProcess, newInstance
 
 CONFIG = (
     CONFIG_HEAD
@@ -267,12 +266,7 @@ class IMAPCrashTests(TestCase):
         rng = random.Random(seed)
         self.note = f"seed {seed}"
         base = Path(self.mktemp()).absolute()
-        base.mkdir()
-        config = base / "mta.toml"
-        config.write_text(CONFIG)
-        result = runAdmin(config, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
-        self.assertEqual(result.returncode, 0, result.stderr)
-        maildir = folderDirectory(userDirectory(mailRootOf(base / "data"), USER), "INBOX")
+        config, maildir = newInstance(base, CONFIG, USER, PASSWORD)
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True, exist_ok=True)
         for i in range(SEEDS):
