@@ -10,7 +10,14 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mta.store.indexscan import FlagsOfInfo, describeFiles, fileDates, nameFacts, scanMaildir
+from mta.store.indexscan import (
+    FlagsOfInfo,
+    describeFiles,
+    fileDates,
+    nameFacts,
+    parseName,
+    scanMaildir,
+)
 
 
 class NameFactsTests(SynchronousTestCase):
@@ -30,6 +37,28 @@ class NameFactsTests(SynchronousTestCase):
         """
         self.assertEqual(nameFacts("17.M1P2.host,S=100,W=104")[0], 104)
         self.assertEqual(nameFacts("17.M1P2.host,W=104,S=100")[0], 104)
+
+    def test_commonNamesAsParsed(self) -> None:
+        """
+        The one-match reading of common names gives what the field by field
+        parse gives, on names that match it and names that nearly do.
+        """
+        names = [
+            "1700000000.M250000P42Q1.host,S=123",
+            "1655390418.M100238P743770.mail,S=3734,W=3800",
+            "17.M1P2.host,S=100,W=104",
+            "17.M1234567P2.host,S=100",
+            "17.MP2.host,S=100",
+            "17.M12P2.host,S=",
+            "17.M12P2.host,S=1,S=2",
+            "17.M12P2.host,S=1,W=2,W=3",
+            "17.M12P2.host,W=2",
+            "17.M12.host,S=5",
+            "x17.M12P2.host,S=5",
+            "17.M\u0662P2.host,S=5",
+        ]
+        for name in names:
+            self.assertEqual(nameFacts(name), parseName(name), name)
 
     def test_nothingSaid(self) -> None:
         """

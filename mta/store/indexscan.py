@@ -18,6 +18,7 @@ Blocking; call on a worker thread.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+#: The names local delivery and Dovecot give, C{<seconds>.M<microseconds>
+#: P<pid>...,S=<size>[,W=<size>]}: one match instead of L{nameFacts}'s
+#: general parse, which gives the same answer (the first SELECT of a big
+#: folder reads every name).
+_COMMON_NAME = re.compile(r"([0-9]+)\.M([0-9]{1,6})P[^,]*,S=([0-9]+)(?:,W=([0-9]+))?")
+
+
 def nameFacts(base: str) -> tuple[int | None, float | None]:
     """
     What a Maildir base name says of its file.
@@ -56,6 +64,17 @@ def nameFacts(base: str) -> tuple[int | None, float | None]:
         LF), else the C{,S=} (the file's size); the arrival is the leading
         C{<seconds>[.M<microseconds>]}.  Either is C{None} when the name
         does not say.
+    """
+    common = _COMMON_NAME.fullmatch(base)
+    if common is not None:
+        seconds, micros, stored, wireSize = common.groups()
+        return int(stored if wireSize is None else wireSize), float(seconds) + int(micros) / 1e6
+    return parseName(base)
+
+
+def parseName(base: str) -> tuple[int | None, float | None]:
+    """
+    L{nameFacts} for any name: field by field.
     """
     head, _, rest = base.partition(".")
     when: float | None = None
@@ -180,4 +199,12 @@ class FlagsOfInfo:
         return flags
 
 
-__all__ = ["Described", "FlagsOfInfo", "describeFiles", "fileDates", "nameFacts", "scanMaildir"]
+__all__ = [
+    "Described",
+    "FlagsOfInfo",
+    "describeFiles",
+    "fileDates",
+    "nameFacts",
+    "parseName",
+    "scanMaildir",
+]
