@@ -91,9 +91,6 @@ from mta.store.indexformat import (
 )
 from mta.store.indexscan import FlagsOfInfo, describeFiles, fileDates, scanMaildir
 
-#: A Maildir scan: base name to C{(sub, file name)}.
-Scan = dict[str, tuple[str, str]]
-
 
 class FolderIndex:
     """
@@ -134,23 +131,22 @@ class FolderIndex:
 
     # Loading, rebuilding, compacting.
 
-    def _ensureLoaded(self, takeNew: bool = False) -> Scan | None:
+    def _ensureLoaded(self, takeNew: bool = False) -> bool:
         """
         Load the index, or build it if it is missing or damaged.
 
         @param takeNew: a build moves C{new/} files to C{cur/} first.
-
-        @return: the scan of the Maildir a build made (a caller about to
-            scan may use it instead, within the same locked call), else
-            C{None}.
+        @return: whether it built the index (from the files as they are
+            now: a sync within the same locked call has nothing to do).
         """
         if self._loaded:
-            return None
-        scan = None
+            return False
+        built = False
         snapshot = self._readOrNone(INDEX)
         journal = self._readOrNone(JOURNAL)
         if snapshot is None and journal is None:
-            scan = self._create(takeNew)
+            self._create(takeNew)
+            built = True
         else:
             oldValidity = max(headerValidity(snapshot), headerValidity(journal))
             try:
@@ -159,9 +155,10 @@ class FolderIndex:
                 self._loadSnapshot(snapshot)
                 self._replay(journal)
             except (IndexDamaged, ValueError, IndexError, KeyError):
-                scan = self._rebuild(oldValidity, takeNew)
+                self._rebuild(oldValidity, takeNew)
+                built = True
         self._loaded = True
-        return scan
+        return built
 
     def _readOrNone(self, name: str) -> bytes | None:
         try:
@@ -169,7 +166,7 @@ class FolderIndex:
         except FileNotFoundError:
             return None
 
-    def _create(self, takeNew: bool) -> Scan:
+    def _create(self, takeNew: bool) -> None:
         """
         Index the folder for the first time, adopting Dovecot's UIDs.
         """
@@ -182,9 +179,9 @@ class FolderIndex:
             known = adopted.uids
         # A folder indexed for the first time: its messages are all new to
         # IMAP, hence \\Recent; an adopted one's were seen by Dovecot.
-        return self._build(known, adopted is None, takeNew)
+        self._build(known, adopted is None, takeNew)
 
-    def _rebuild(self, oldValidity: int, takeNew: bool) -> Scan:
+    def _rebuild(self, oldValidity: int, takeNew: bool) -> None:
         """
         Index the folder afresh under a new UIDVALIDITY, never an old one.
         """
@@ -192,16 +189,15 @@ class FolderIndex:
         floor = max(oldValidity, adopted.uidValidity if adopted else 0) + 1
         self._reset(max(int(self._clock()), floor))
         self._letters = readKeywords(self.folder)
-        return self._build({}, False, takeNew)
+        self._build({}, False, takeNew)
 
-    def _build(self, known: dict[str, int], recent: bool, takeNew: bool) -> Scan:
+    def _build(self, known: dict[str, int], recent: bool, takeNew: bool) -> None:
         """
         Index every file, giving those in C{known} their UID and the others
         new ones in delivery order, then write the snapshot and an empty
         journal.
 
         @param takeNew: move C{new/} files to C{cur/} first (L{_takeNew}).
-        @return: the scan of the Maildir it indexed.
         """
         scan = scanMaildir(self.folder)
         if takeNew:
@@ -224,7 +220,6 @@ class FolderIndex:
         self.uidNext += len(fresh)
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
-        return scan
 
     def _loadSnapshot(self, data: bytes) -> None:
         body, _, tail = data.rstrip(b"\n").rpartition(b"\n")
@@ -506,9 +501,7 @@ class FolderIndex:
         @param takeNew: also move C{new/} files into C{cur/}.
         """
         with self._lock:
-            built = self._ensureLoaded(takeNew)
-            if built is not None:
-                # The entries were made from this scan: nothing differs.
+            if self._ensureLoaded(takeNew):
                 return SyncResult(highestModseq=self.highestModseq)
             found = scanMaildir(self.folder)
             if takeNew:
