@@ -14,7 +14,7 @@ a large mailbox holds one message in memory.
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -34,19 +34,30 @@ from mta.store.indexformat import FlagMode
 _MODES: dict[str, FlagMode] = {"SET": "replace", "ADD": "add", "REMOVE": "remove"}
 
 
+def anyKey(key: SearchKey, test: Callable[[SearchKey], bool]) -> bool:
+    """
+    @return: whether C{test} holds for a simple key anywhere in C{key}
+        (inside AND, OR and NOT).
+    """
+    if isinstance(key, And):
+        return any(anyKey(k, test) for k in key.keys)
+    if isinstance(key, Or):
+        return anyKey(key.left, test) or anyKey(key.right, test)
+    if isinstance(key, Not):
+        return anyKey(key.key, test)
+    return test(key)
+
+
 def needsMessage(key: SearchKey) -> bool:
     """
     @return: whether a search key looks inside messages (headers or text).
     """
-    if isinstance(key, And):
-        return any(needsMessage(k) for k in key.keys)
-    if isinstance(key, Or):
-        return needsMessage(key.left) or needsMessage(key.right)
-    if isinstance(key, Not):
-        return needsMessage(key.key)
-    if isinstance(key, DateKey):
-        return key.field == "SENT"
-    return isinstance(key, HeaderKey | BodyKey)
+    return anyKey(
+        key,
+        lambda k: (
+            k.field == "SENT" if isinstance(k, DateKey) else isinstance(k, HeaderKey | BodyKey)
+        ),
+    )
 
 
 def usesDates(key: SearchKey) -> bool:
@@ -54,26 +65,14 @@ def usesDates(key: SearchKey) -> bool:
     @return: whether a search key may compare internal dates (C{SENT*}
         too: a message without a Date field is taken at its internal date).
     """
-    if isinstance(key, And):
-        return any(usesDates(k) for k in key.keys)
-    if isinstance(key, Or):
-        return usesDates(key.left) or usesDates(key.right)
-    if isinstance(key, Not):
-        return usesDates(key.key)
-    return isinstance(key, DateKey)
+    return anyKey(key, lambda k: isinstance(k, DateKey))
 
 
 def hasModseq(key: SearchKey) -> bool:
     """
     @return: whether a search key uses MODSEQ (the answer then reports it).
     """
-    if isinstance(key, And):
-        return any(hasModseq(k) for k in key.keys)
-    if isinstance(key, Or):
-        return hasModseq(key.left) or hasModseq(key.right)
-    if isinstance(key, Not):
-        return hasModseq(key.key)
-    return isinstance(key, ModSeqKey)
+    return anyKey(key, lambda k: isinstance(k, ModSeqKey))
 
 
 def _noSaved(*sets: SequenceSet | None) -> bool:
