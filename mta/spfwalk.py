@@ -157,13 +157,15 @@ class SPFEvaluation:
         if self.voids > SPF_VOID_LIMIT:
             raise SPFPermError(f"more than {SPF_VOID_LIMIT} lookups found nothing")
 
-    async def addresses(self, host: str) -> list[str]:
+    async def addresses(self, host: str, family: str | None = None) -> list[str]:
         """
-        @return: C{host}'s addresses of our address's family; a void
-            lookup when there are none.
+        @param family: C{"ipv4"} or C{"ipv6"}; by default our address's.
+        @return: C{host}'s addresses of that family; a void lookup when
+            there are none.
         @raise SPFTempError: DNS did not answer.
         """
-        family = "ipv4" if self.ip.version == 4 else "ipv6"
+        if family is None:
+            family = "ipv4" if self.ip.version == 4 else "ipv6"
         try:
             found = await self.resolver.lookupAddresses(host, family)
         except DNSNameError:
@@ -291,15 +293,8 @@ class SPFEvaluation:
             host = self.target(rest, domain, True, term)
             self.count()
             if name == "exists":
-                try:
-                    found = await self.resolver.lookupAddresses(host, "ipv4")
-                except DNSNameError:
-                    found = []
-                except DNSTemporaryError as e:
-                    raise SPFTempError(dnsReason(e)) from None
-                if not found:
-                    self.void()
-                return bool(found)
+                # An A lookup whatever our address's family (RFC 7208 5.7).
+                return bool(await self.addresses(host, "ipv4"))
             result = await self.checkHost(host, depth + 1)
             if result == "none":
                 raise SPFPermError(f"include:{host}: no SPF record there")
