@@ -140,6 +140,31 @@ class IndexBasicsTests(_Base):
         self.assertFalse(reopened.sync(takeNew=True))
         self.assertEqual([m.flags for m in reopened.messages()], [{"\\Seen"}, frozenset()])
 
+    def test_buildOneMessagePerBase(self) -> None:
+        """
+        A folder's first index has one message per base name: a file in
+        both C{new/} and C{cur/} (another reader moving it) is the
+        C{cur/} one and stays where it is, two names of one base in
+        C{cur/} make one message; dot files and names with a tab are no
+        messages and are not moved.
+        """
+        both = deliver(self.folder, 1)
+        (self.folder / "cur" / (both + ":2,S")).write_bytes(b"x")
+        twice = "2.M2P2.host,S=1"
+        (self.folder / "cur" / (twice + ":2,S")).write_bytes(b"x")
+        (self.folder / "cur" / (twice + ":2,RS")).write_bytes(b"x")
+        for odd in (".hidden", "3.M3P3.host,S=1\tx"):
+            (self.folder / "new" / odd).write_bytes(b"x")
+        index = self.index()
+        index.sync(takeNew=True)
+        messages = index.messages()
+        self.assertEqual([(m.uid, m.base) for m in messages], [(1, twice), (2, both)])
+        self.assertEqual((messages[1].sub, messages[1].name), ("cur", both + ":2,S"))
+        self.assertEqual(
+            sorted(os.listdir(self.folder / "new")), [".hidden", both, "3.M3P3.host,S=1\tx"]
+        )
+        self.assertEqual(index.sync(takeNew=True).expunged, ())
+
     def test_flagsRenameFiles(self) -> None:
         """
         Setting flags renames the file's info part; removing them too.

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from mta.store.indexformat import MessageInfo
 from mta.store.indexscan import (
-    FlagsOfInfo,
     describeFiles,
     fileDates,
+    listMaildir,
+    messageInfos,
     nameFacts,
     parseName,
     scanMaildir,
@@ -99,16 +101,56 @@ class DescribeFilesTests(SynchronousTestCase):
         bare = "bare:2,S"
         (self.folder / "cur" / bare).write_bytes(b"abcde")
         os.utime(self.folder / "cur" / bare, (1_500_000_000, 1_500_000_000))
-        described = describeFiles(
-            self.folder, [("1700000000.M5P1Q1.host,S=999", ("new", named)), ("bare", ("cur", bare))]
+        self.assertEqual(
+            describeFiles(self.folder, "new", [named]),
+            [(1700000000.000005, named, "new", named, None, 999)],
         )
         self.assertEqual(
-            sorted(described),
-            [
-                (1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5),
-                (1700000000.000005, named, "new", named, None, 999),
-            ],
+            describeFiles(self.folder, "cur", [bare]),
+            [(1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5)],
         )
+
+    def test_namesAsNameFactsReadThem(self) -> None:
+        """
+        The one match over a whole listing reads each name as L{nameFacts}
+        reads its base, whether the name is common or not (those are read
+        one by one, with a C{stat} when they say too little).
+        """
+        names = [
+            "1700000000.M250000P42Q1.host,S=123:2,S",
+            "1655390418.M100238P743770.mail,S=3734,W=3800:2,",
+            "17.M1P2.host,S=100,W=104",
+            "17.M1P2.host,W=104,S=100:2,RS",
+            "17.M1234567P2.host,S=100:2,S",
+            "17.M12P2.host,S=1,S=2",
+            "17.M12P2.host,S=1,W=2,W=3",
+            "17.M12P:2.host,S=5:2,F",
+            "17.M12P2.host,S=5:2,S:2,T",
+            "17.M12P2.host,S=5:3,",
+            "17.M\u0662P2.host,S=5",
+        ]
+        for name in names:
+            (self.folder / "cur" / name).write_bytes(b"x")
+        described = describeFiles(self.folder, "cur", names)
+        expected = []
+        for name in names:
+            base = name.split(":2,", 1)[0]
+            size, when = nameFacts(base)
+            if size is not None and when is not None:
+                expected.append((when, base, "cur", name, None, size))
+                continue
+            mtime = os.stat(self.folder / "cur" / name).st_mtime
+            expected.append((mtime if when is None else when, base, "cur", name, mtime, size or 1))
+        self.assertEqual(sorted(described), sorted(expected))
+
+    def test_unstorableLeftOut(self) -> None:
+        """
+        Dot files and names with a tab or a line end are no messages of
+        the index's; a line end does not let a name's tail pass for one.
+        """
+        names = [".hidden", "1.M1P1.h,S=1\tx", "junk\n2.M2P2.h,S=2", "3.M3P3.h,S=3"]
+        described = describeFiles(self.folder, "cur", names)
+        self.assertEqual([d[3] for d in described], ["3.M3P3.h,S=3"])
 
     def test_fileDates(self) -> None:
         """
@@ -131,9 +173,8 @@ class DescribeFilesTests(SynchronousTestCase):
         """
         (self.folder / "cur" / "here").write_bytes(b"x")
         (self.folder / "tmp").rmdir()
-        described = describeFiles(
-            self.folder, [("gone", ("cur", "gone")), ("t", ("tmp", "t")), ("here", ("cur", "here"))]
-        )
+        self.assertEqual(describeFiles(self.folder, "tmp", ["t"]), [])
+        described = describeFiles(self.folder, "cur", ["gone", "here"])
         self.assertEqual([d[1] for d in described], ["here"])
 
     def test_scan(self) -> None:
@@ -152,17 +193,44 @@ class DescribeFilesTests(SynchronousTestCase):
         self.assertEqual(scanMaildir(self.folder), {"a": ("new", "a"), "b": ("cur", "b:2,S")})
 
 
-class FlagsOfInfoTests(SynchronousTestCase):
+class MessageInfosTests(SynchronousTestCase):
     """
-    L{FlagsOfInfo} reads the info part of a name, once per distinct part.
+    L{messageInfos} makes the index's messages of described files.
     """
 
-    def test_flags(self) -> None:
+    def test_messages(self) -> None:
         """
-        System flag letters and Dovecot keyword letters; names with the same
+        Each file gets its UID, MODSEQ 1 and the flags its info part says
+        (system letters and Dovecot keyword letters); files with the same
         info part share one set.
         """
-        flagsOf = FlagsOfInfo(["$Work", "Later"])
-        self.assertEqual(flagsOf("x:2,RSb"), frozenset({"\\Answered", "\\Seen", "Later"}))
-        self.assertEqual(flagsOf("y"), frozenset())
-        self.assertIs(flagsOf("p:2,FS"), flagsOf("q:2,FS"))
+        described = [
+            (1.0, "x", "cur", "x:2,RSb", None, 10),
+            (2.0, "p", "cur", "p:2,FS", 5.0, 20),
+            (3.0, "q", "new", "q:2,FS", None, 30),
+            (4.0, "y", "new", "y", None, 40),
+        ]
+        infos = messageInfos([7, 8, 9, 12], described, ["$Work", "Later"])
+        self.assertEqual(
+            infos,
+            [
+                MessageInfo(7, frozenset({"\\Answered", "\\Seen", "Later"}), 1, None, 10, "x",
+                            "cur", "x:2,RSb"),
+                MessageInfo(8, frozenset({"\\Flagged", "\\Seen"}), 1, 5.0, 20, "p", "cur", "p:2,FS"),
+                MessageInfo(9, frozenset({"\\Flagged", "\\Seen"}), 1, None, 30, "q", "new", "q:2,FS"),
+                MessageInfo(12, frozenset(), 1, None, 40, "y", "new", "y"),
+            ],
+        )  # fmt: skip
+        self.assertIs(infos[1].flags, infos[2].flags)
+        self.assertIsInstance(infos[0], MessageInfo)
+        self.assertEqual(messageInfos([], [], []), [])
+
+    def test_listMaildir(self) -> None:
+        """
+        L{listMaildir} gives the names of C{new/} and C{cur/}; a directory
+        not there has none.
+        """
+        folder = Path(self.mktemp())
+        (folder / "cur").mkdir(parents=True)
+        (folder / "cur" / "a:2,S").write_bytes(b"a")
+        self.assertEqual(listMaildir(folder), ([], ["a:2,S"]))

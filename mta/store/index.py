@@ -60,6 +60,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from pathlib import Path
 
 from mta.fileutil import fsyncDirectory, writeAll
@@ -74,11 +75,11 @@ from mta.store.indexformat import (
     FlagMode,
     FolderStatus,
     IndexDamaged,
-    IndexEntry,
     MessageInfo,
     SyncResult,
     combineFlags,
     crc,
+    entryLines,
     flagsAfterRename,
     flagsFromInfo,
     fsyncFile,
@@ -89,7 +90,15 @@ from mta.store.indexformat import (
     uniqueBase,
     writeDurably,
 )
-from mta.store.indexscan import FlagsOfInfo, describeFiles, fileDates, scanMaildir
+from mta.store.indexscan import (
+    Described,
+    describeFiles,
+    describeFolder,
+    fileDates,
+    messageInfos,
+    moveNew,
+    scanMaildir,
+)
 
 
 class FolderIndex:
@@ -125,8 +134,8 @@ class FolderIndex:
         self.firstRecent = 1
         self._generation = 0
         self._letters: list[str] = []
-        self._entries: dict[int, IndexEntry] = {}
-        self._byBase: dict[str, IndexEntry] = {}
+        self._entries: dict[int, MessageInfo] = {}
+        self._byBase: dict[str, MessageInfo] = {}
         self._vanished = ExpungedRanges()
 
     # Loading, rebuilding, compacting.
@@ -197,26 +206,22 @@ class FolderIndex:
         new ones in delivery order, then write the snapshot and an empty
         journal.
 
-        @param takeNew: move C{new/} files to C{cur/} first (L{_takeNew}).
+        @param takeNew: move C{new/} files to C{cur/} first.
         """
-        scan = scanMaildir(self.folder)
-        if takeNew:
-            scan = self._takeNew(scan)
-        described = describeFiles(self.folder, scan.items())
-        adopted = sorted((known[d[1]], d) for d in described if d[1] in known) if known else []
-        fresh = sorted(d for d in described if d[1] not in known) if known else sorted(described)
-        flagsOf = FlagsOfInfo(self._letters)
-        entries, byBase = self._entries, self._byBase
-        for uid, (_, base, sub, name, date, size) in adopted:
-            entries[uid] = byBase[base] = IndexEntry(
-                uid, 1, sub, name, date, size, flagsOf(name), base
-            )
-        if adopted:
-            self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
-        for uid, (_, base, sub, name, date, size) in enumerate(fresh, self.uidNext):
-            entries[uid] = byBase[base] = IndexEntry(
-                uid, 1, sub, name, date, size, flagsOf(name), base
-            )
+        described = describeFolder(self.folder, takeNew)
+        adopted: list[tuple[int, Described]] = []
+        fresh = described
+        if known:
+            adopted = sorted((known[d[1]], d) for d in described if d[1] in known)
+            fresh = [d for d in described if d[1] not in known]
+            if adopted:
+                self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
+        fresh.sort()
+        uids = [uid for uid, _ in adopted]
+        uids += range(self.uidNext, self.uidNext + len(fresh))
+        infos = messageInfos(uids, [d for _, d in adopted] + fresh, self._letters)
+        self._entries = dict(zip(uids, infos, strict=True))
+        self._byBase = dict(zip(map(attrgetter("base"), infos), infos, strict=True))
         self.uidNext += len(fresh)
         self.firstRecent = 1 if recent else self.uidNext
         self._compact()
@@ -300,7 +305,7 @@ class FolderIndex:
         )  # fmt: skip
         lines = [header, "\t".join(["K", *self._letters])]
         lines += [f"E\t{a}\t{b}\t{m}" for a, b, m in self._vanished.merge(list(self._entries))]
-        lines += [entry.record() for entry in self._entries.values()]
+        lines += entryLines(self._entries.values())
         body = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
         data = body + f"C\t{crc(body)}\n".encode()
         writeDurably(self.folder / INDEX, data)
@@ -325,19 +330,20 @@ class FolderIndex:
         """
         kind = fields[0]
         if kind == "A":
-            uid, modseq = int(fields[1]), int(fields[2])
+            uid, modseq, name = int(fields[1]), int(fields[2]), fields[4]
             flags = frozenset(fields[7].split()) if fields[7] else frozenset()
             date = float(fields[5]) if fields[5] else None
-            entry = IndexEntry(uid, modseq, fields[3], fields[4], date, int(fields[6]), flags)
-            old = self._byBase.pop(entry.base, None)
+            base = name.split(INFO, 1)[0]
+            old = self._byBase.pop(base, None)
             if old is not None:
                 self._entries.pop(old.uid, None)
-            self._entries[uid] = self._byBase[entry.base] = entry
+            self._keep(MessageInfo(uid, flags, modseq, date, int(fields[6]), base, fields[3], name))
             self.uidNext = max(self.uidNext, uid + 1)
         elif kind == "F":
             uid, modseq = int(fields[1]), int(fields[2])
             flags = frozenset(fields[5].split()) if fields[5] else frozenset()
-            self._entries[uid].change(modseq, fields[3], fields[4], flags)
+            entry = self._entries[uid]
+            self._keep(entry._replace(modseq=modseq, sub=fields[3], name=fields[4], flags=flags))
         elif kind == "X":
             modseq = int(fields[1])
             self._forget(parseRanges(fields[2]), modseq)
@@ -347,11 +353,17 @@ class FolderIndex:
         elif kind == "D":
             dated = self._entries.get(int(fields[1]))
             if dated is not None:
-                dated.learnDate(float(fields[2]))
+                self._keep(dated._replace(internalDate=float(fields[2])))
             return
         else:
             raise IndexDamaged(f"unknown record {kind!r}")
         self.highestModseq = max(self.highestModseq, modseq)
+
+    def _keep(self, entry: MessageInfo) -> None:
+        """
+        Make C{entry} its message's (new or changed).
+        """
+        self._entries[entry.uid] = self._byBase[entry.base] = entry
 
     def _forget(self, uids: list[int], modseq: int) -> None:
         """
@@ -394,7 +406,7 @@ class FolderIndex:
         """
         with self._lock:
             self._ensureLoaded()
-            return [entry.info() for entry in self._entries.values()]
+            return list(self._entries.values())
 
     def internalDates(self, uids: Iterable[int]) -> dict[int, float]:
         """
@@ -407,7 +419,7 @@ class FolderIndex:
         with self._lock:
             self._ensureLoaded()
             wanted = [self._entries[uid] for uid in set(uids) if uid in self._entries]
-            unread = [e for e in wanted if e.date is None]
+            unread = [e for e in wanted if e.internalDate is None]
             dates = fileDates(self.folder, [(e.sub, e.name) for e in unread])
             if None in dates:
                 # Renamed by another Maildir tool since the last sync?
@@ -417,7 +429,8 @@ class FolderIndex:
             read = zip(unread, dates, strict=True)
             records = [["D", str(e.uid), repr(d)] for e, d in read if d is not None]
             self._log(records)
-            return {e.uid: e.date for e in wanted if e.date is not None}
+            dated = [self._entries[e.uid] for e in wanted]
+            return {e.uid: e.internalDate for e in dated if e.internalDate is not None}
 
     def selection(self) -> tuple[list[MessageInfo], int, int, int]:
         """
@@ -464,7 +477,7 @@ class FolderIndex:
         """
         with self._lock:
             self._ensureLoaded()
-            return [e.info() for e in self._entries.values() if e.modseq > modseq]
+            return [e for e in self._entries.values() if e.modseq > modseq]
 
     def vanishedSince(self, modseq: int) -> list[tuple[int, int]]:
         """
@@ -531,18 +544,17 @@ class FolderIndex:
 
     def _takeNew(self, found: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
         """
-        Move every C{new/} file to C{cur/} (no fsync: a move lost in a
-        crash only leaves the file in C{new/}, under the same base name).
+        Move every C{new/} file of a scan to C{cur/}, with an info part
+        that says the flags the index has for it, else the one it had.
         """
-        for base, (sub, name) in list(found.items()):
-            if sub != "new":
-                continue
+
+        def infoOf(base: str, info: str) -> str:
             entry = self._byBase.get(base)
-            info = infoFor(entry.flags, "", self._letters) if entry else name.partition(INFO)[2]
-            target = base + INFO + info
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(self.folder / "new" / name, self.folder / "cur" / target)
-                found[base] = ("cur", target)
+            return infoFor(entry.flags, "", self._letters) if entry else info
+
+        new = [name for sub, name in found.values() if sub == "new"]
+        for name in moveNew(self.folder, new, infoOf)[0]:
+            found[name.split(INFO, 1)[0]] = ("cur", name)
         return found
 
     def _addRecords(
@@ -554,8 +566,10 @@ class FolderIndex:
 
         @return: the UIDs given.
         """
-        unknown = ((b, place) for b, place in found.items() if b not in self._byBase)
-        fresh = describeFiles(self.folder, unknown)
+        fresh: list[Described] = []
+        for sub in ("new", "cur"):
+            names = [n for b, (s, n) in found.items() if s == sub and b not in self._byBase]
+            fresh += describeFiles(self.folder, sub, names)
         added: list[int] = []
         for _, _, sub, name, date, size in sorted(fresh):
             uid = self.uidNext + len(added)
@@ -608,9 +622,9 @@ class FolderIndex:
             for sub in renamed:
                 fsyncDirectory(self.folder / sub)
             self._log(records)
-            return [self._entries[int(r[1])].info() for r in records], failed
+            return [self._entries[int(r[1])] for r in records], failed
 
-    def _renameFor(self, entry: IndexEntry, flags: frozenset[str]) -> tuple[str, str] | None:
+    def _renameFor(self, entry: MessageInfo, flags: frozenset[str]) -> tuple[str, str] | None:
         """
         Rename a message's file so its info part says C{flags}.
 
@@ -735,7 +749,7 @@ class FolderIndex:
                 entry = self._entries[uid]
                 path = self._placeInto(entry, dest, move)
                 if path is not None:
-                    files.append((path, entry.flags, entry.date, entry.size))
+                    files.append((path, entry.flags, entry.internalDate, entry.size))
                     sources.append(uid)
             if move:
                 for sub in ("new", "cur"):
@@ -745,7 +759,7 @@ class FolderIndex:
                 self._log([["X", self._nextModseq(), uidRanges(sources)]] if sources else [])
             return dict(zip(sources, given, strict=True))
 
-    def _placeInto(self, entry: IndexEntry, dest: FolderIndex, move: bool) -> Path | None:
+    def _placeInto(self, entry: MessageInfo, dest: FolderIndex, move: bool) -> Path | None:
         """
         Put a message into C{dest} under a fresh base name: a move renames
         it straight into C{dest}'s C{cur/} (never through C{tmp/}, where a

@@ -45,7 +45,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -81,9 +81,10 @@ class IndexDamaged(Exception):
 
 class MessageInfo(NamedTuple):
     """
-    One message as the index knows it (a named tuple: a SELECT makes one
-    per message, and a frozen dataclass costs several times as much to
-    make).
+    One message as the index knows it, at one instant: the index keeps
+    one per message and replaces it when the message changes, so the
+    sessions that select the folder share them (a named tuple: a SELECT
+    hands out every one, and a big folder's first SELECT makes them all).
 
     @ivar uid: its IMAP UID.
     @ivar flags: system flags (C{\\Seen}...) and keywords.
@@ -93,6 +94,8 @@ class MessageInfo(NamedTuple):
         reads it).
     @ivar size: exact size in octets.
     @ivar base: its Maildir base name (the POP3 UIDL).
+    @ivar sub: where its file is, C{cur} or C{new}.
+    @ivar name: its file's name (C{base}, then C{:2,} and the info).
     """
 
     uid: int
@@ -101,6 +104,8 @@ class MessageInfo(NamedTuple):
     internalDate: float | None
     size: int
     base: str
+    sub: str = "cur"
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,62 +141,6 @@ class FolderStatus:
     unseen: int
     highestModseq: int
     size: int
-
-
-class IndexEntry:
-    """
-    One message's mutable record; change it only through L{change} and
-    L{learnDate}, which forget the L{MessageInfo} it keeps (every SELECT
-    asks for all of them, and the sessions that have the folder selected
-    then share them).
-
-    @ivar date: the internal date, C{None} until it is read from the file.
-    """
-
-    __slots__ = ("_info", "base", "date", "flags", "modseq", "name", "size", "sub", "uid")
-
-    def __init__(
-        self,
-        uid: int,
-        modseq: int,
-        sub: str,
-        name: str,
-        date: float | None,
-        size: int,
-        flags: frozenset[str],
-        base: str | None = None,
-    ) -> None:
-        """
-        @param base: the base name (the part of C{name} before C{:2,}),
-            when the caller has it; it never changes.
-        """
-        self.uid, self.modseq, self.sub, self.name = uid, modseq, sub, name
-        self.date, self.size, self.flags = date, size, flags
-        self.base = name.split(INFO, 1)[0] if base is None else base
-        self._info: MessageInfo | None = None
-
-    def change(self, modseq: int, sub: str, name: str, flags: frozenset[str]) -> None:
-        self.modseq, self.sub, self.name, self.flags = modseq, sub, name, flags
-        self._info = None
-
-    def learnDate(self, date: float) -> None:
-        self.date = date
-        self._info = None
-
-    def info(self) -> MessageInfo:
-        info = self._info
-        if info is None:
-            info = self._info = MessageInfo(
-                self.uid, self.flags, self.modseq, self.date, self.size, self.base
-            )
-        return info
-
-    def record(self) -> str:
-        flags = " ".join(sorted(self.flags)) if self.flags else ""
-        date = "" if self.date is None else repr(self.date)
-        return (
-            f"A\t{self.uid}\t{self.modseq}\t{self.sub}\t{self.name}\t{date}\t{self.size}\t{flags}"
-        )
 
 
 class ExpungedRanges:
@@ -234,6 +183,29 @@ class ExpungedRanges:
         self.ranges = merged
         self._merged = True
         return merged
+
+
+#: A message's line in the snapshot (and its C{A} record in the journal).
+_ENTRY_LINE = "A\t%d\t%d\t%s\t%s\t%s\t%d\t%s"
+
+
+def entryLines(messages: Collection[MessageInfo]) -> Iterator[str]:
+    """
+    The snapshot's lines for C{messages}: C{A} lines (see the module
+    docstring).
+
+    Written column by column, with each column's per-message work in C
+    (C{zip}, C{map}, one C{%} format per line): the first SELECT of a big
+    folder writes a line for every message.
+    """
+    if not messages:
+        return iter(())
+    uids, flags, modseqs, dates, sizes, _, subs, names = zip(*messages, strict=True)
+    flagTexts = {f: " ".join(sorted(f)) for f in set(flags)}
+    dateTexts = ["" if date is None else repr(date) for date in dates]
+    flagColumn = map(flagTexts.__getitem__, flags)
+    columns = zip(uids, modseqs, subs, names, dateTexts, sizes, flagColumn, strict=True)
+    return map(_ENTRY_LINE.__mod__, columns)
 
 
 def combineFlags(old: frozenset[str], mode: FlagMode, flags: frozenset[str]) -> frozenset[str]:
@@ -300,7 +272,7 @@ def flagsFromInfo(info: str, letters: Sequence[str]) -> frozenset[str]:
     return frozenset(flags)
 
 
-def flagsAfterRename(entry: IndexEntry, name: str, letters: Sequence[str]) -> frozenset[str]:
+def flagsAfterRename(entry: MessageInfo, name: str, letters: Sequence[str]) -> frozenset[str]:
     """
     @return: an entry's flags once its file is called C{name} (renamed by
         another Maildir tool): system flags and lettered keywords from the
@@ -375,11 +347,11 @@ __all__ = [
     "FlagMode",
     "FolderStatus",
     "IndexDamaged",
-    "IndexEntry",
     "MessageInfo",
     "SyncResult",
     "combineFlags",
     "crc",
+    "entryLines",
     "flagsAfterRename",
     "flagsFromInfo",
     "fsyncFile",

@@ -5,9 +5,11 @@ which files there are, and what the index records of a file it has not
 seen before (its arrival time, internal date and size).
 
 Written for the first SELECT of a big folder, when every file is new to
-the index: one C{readdir} per directory, what the file name says parsed
-without regular expressions, and a C{stat} only for a file whose name
-does not say its size and arrival time.  The internal date (the file's
+the index: one C{readdir} per directory, the common names read with one
+regular expression match over the whole listing and turned into the
+index's messages column by column (C{zip}, C{map}: the work per file is
+done in C), and a C{stat} only for a file whose name does not say its
+size and arrival time.  The internal date (the file's
 mtime, as Dovecot and Courier have it) is not read then: like Dovecot,
 the index reads it when a client first asks for it (L{fileDates}) and
 records it from then on.
@@ -19,15 +21,26 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import add, itemgetter, truediv
 from pathlib import Path
+from typing import cast
 
-from mta.store.indexformat import INFO, flagsFromInfo
+from mta.store.indexformat import INFO, MessageInfo, flagsFromInfo
 
 #: What the index learns of a new file: C{(arrival, base, sub, name,
 #: internal date or C{None} when not read yet, size)}; sorted, they give
 #: the order of new UIDs.
 Described = tuple[float, str, str, str, float | None, int]
+
+
+def storable(name: str) -> bool:
+    """
+    @return: whether a file in C{new/} or C{cur/} is a message the index
+        can record: not a dot file, no tab or line end in its name.
+    """
+    return name[0] != "." and "\t" not in name and "\n" not in name
 
 
 def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
@@ -41,7 +54,7 @@ def scanMaildir(folder: Path) -> dict[str, tuple[str, str]]:
             with os.scandir(folder / sub) as entries:
                 for entry in entries:
                     name = entry.name
-                    if name[0] != "." and "\t" not in name and "\n" not in name:
+                    if name[0] != "." and "\t" not in name and "\n" not in name:  # storable
                         found[name.split(INFO, 1)[0]] = (sub, name)
         except FileNotFoundError:
             continue
@@ -132,28 +145,84 @@ class _Directories:
         self._fds.clear()
 
 
-def describeFiles(folder: Path, files: Iterable[tuple[str, tuple[str, str]]]) -> list[Described]:
+def listMaildir(folder: Path) -> tuple[list[str], list[str]]:
     """
-    Read what the index records of each file: its arrival time (which
-    orders new UIDs) is the one in its name, else its mtime; its size is
-    the name's, else C{stat}'s.  Its internal date is its mtime when the
-    file was C{stat}ed anyway, else C{None} (not read yet: see
-    L{fileDates}).
+    @return: the names in C{new/} and in C{cur/}, as C{readdir} gives
+        them (a directory not there has none).
+    """
+    listed: list[list[str]] = []
+    for sub in ("new", "cur"):
+        try:
+            listed.append(os.listdir(folder / sub))
+        except FileNotFoundError:
+            listed.append([])
+    return listed[0], listed[1]
 
-    @param files: C{(base, (sub, file name))} each, as a scan's items.
+
+#: L{_COMMON_NAME} with the info part, one name a line of a listing:
+#: C{(name, base, seconds, microseconds, size)}, the size C{,W=}'s if
+#: there, else C{,S=}'s.  No C{:} in the base (the first C{:2,} ends it),
+#: no tab or line end anywhere.
+_COMMON_NAMES = re.compile(
+    r"^((([0-9]+)\.M([0-9]{1,6})P[^,:\t\n]*,S=(?:[0-9]+,W=)?([0-9]+))(?::2,[^\t\n]*)?)$",
+    re.MULTILINE,
+)
+
+
+def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> list[Described]:
+    """
+    Read what the index records of each file of C{sub}: its arrival time
+    (which orders new UIDs) is the one in its name, else its mtime; its
+    size is the name's, else C{stat}'s.  Its internal date is its mtime
+    when the file was C{stat}ed anyway, else C{None} (not read yet: see
+    L{fileDates}).  Dot files and names the index cannot store (a tab or
+    line end in them) are left out.
+
+    The common names (L{_COMMON_NAMES}) are read all at once, one match
+    over the whole listing, and turned into entries column by column in
+    C: a big folder's first SELECT reads every name.
+
+    @param names: file names in C{folder/sub}, each once.
     @return: one L{Described} per file still there, in no set order.
     """
+    listing = "\n".join(names)
+    if listing.count("\n") >= len(names):
+        names = [name for name in names if "\n" not in name]
+        listing = "\n".join(names)
+    common = _COMMON_NAMES.findall(listing)
     described: list[Described] = []
-    unnamed: list[tuple[str, str, str, int | None, float | None]] = []
-    for base, (sub, name) in files:
+    found: Sequence[str] = ()
+    if common:
+        found, bases, seconds, micros, sizes = zip(*common, strict=True)
+        # float(seconds) + int(micros) / 1e6, as nameFacts reads them.
+        arrivals = map(add, map(float, seconds), map(truediv, map(int, micros), repeat(1e6)))
+        described = list(zip(arrivals, bases, repeat(sub), found, repeat(None), map(int, sizes)))
+    if len(common) < len(names):
+        matched = set(found)
+        others = [name for name in names if name not in matched]
+        described += _describeOthers(folder, sub, others)
+    return described
+
+
+def _describeOthers(folder: Path, sub: str, names: Iterable[str]) -> list[Described]:
+    """
+    L{describeFiles} for the names that are not common: by L{nameFacts},
+    and C{stat} when the name does not say enough.
+    """
+    described: list[Described] = []
+    unnamed: list[tuple[str, str, int | None, float | None]] = []
+    for name in names:
+        if not storable(name):
+            continue
+        base = name.split(INFO, 1)[0]
         size, when = nameFacts(base)
         if size is None or when is None:
-            unnamed.append((base, sub, name, size, when))
+            unnamed.append((base, name, size, when))
         else:
             described.append((when, base, sub, name, None, size))
     if unnamed:
         with _Directories(folder) as directories:
-            for base, sub, name, size, when in unnamed:
+            for base, name, size, when in unnamed:
                 st = directories.stat(sub, name)
                 if st is None:
                     continue  # gone since the scan
@@ -163,6 +232,53 @@ def describeFiles(folder: Path, files: Iterable[tuple[str, tuple[str, str]]]) ->
                      st.st_size if size is None else size)
                 )  # fmt: skip
     return described
+
+
+def describeFolder(folder: Path, takeNew: bool) -> list[Described]:
+    """
+    L{describeFiles} for every message file of a folder the index has
+    not seen before (its first index), one per base name: C{cur/} wins
+    over C{new/} while another reader moves a file.
+
+    @param takeNew: move the C{new/} files to C{cur/} first (L{moveNew}).
+    """
+    newNames, curNames = listMaildir(folder)
+    described = describeFiles(folder, "cur", curNames)
+    byBase = dict(zip(map(itemgetter(1), described), described, strict=True))
+    if len(byBase) < len(described):
+        described = list(byBase.values())
+    newNames = [n for n in newNames if storable(n) and n.split(INFO, 1)[0] not in byBase]
+    if takeNew:
+        moved, newNames = moveNew(folder, newNames)
+        described += describeFiles(folder, "cur", moved)
+    return described + describeFiles(folder, "new", newNames)
+
+
+def moveNew(
+    folder: Path, names: Iterable[str], infoOf: Callable[[str, str], str] | None = None
+) -> tuple[list[str], list[str]]:
+    """
+    Move C{new/} files to C{cur/} (no fsync: a move lost in a crash only
+    leaves the file in C{new/}, under the same base name).
+
+    @param infoOf: the info part a file gets in C{cur/}, given its base
+        name and its info part now; by default the one it has.
+    @return: C{(moved, stayed)}: the names of the files moved, in C{cur/}
+        now, and of those left (gone meanwhile: another reader moved them).
+    """
+    moved: list[str] = []
+    stayed: list[str] = []
+    new, cur = os.fspath(folder / "new"), os.fspath(folder / "cur")
+    for name in names:
+        base, _, info = name.partition(INFO)
+        target = base + INFO + (info if infoOf is None else infoOf(base, info))
+        try:
+            os.rename(f"{new}/{name}", f"{cur}/{target}")
+        except FileNotFoundError:
+            stayed.append(name)
+        else:
+            moved.append(target)
+    return moved, stayed
 
 
 def fileDates(folder: Path, files: Iterable[tuple[str, str]]) -> list[float | None]:
@@ -178,33 +294,40 @@ def fileDates(folder: Path, files: Iterable[tuple[str, str]]) -> list[float | No
         ]
 
 
-class FlagsOfInfo:
+def messageInfos(
+    uids: Iterable[int], described: Sequence[Described], letters: Sequence[str]
+) -> list[MessageInfo]:
     """
-    L{flagsFromInfo} with a memory: a folder's files share a handful of
-    info parts, and their entries then share one C{frozenset} each.
+    The index's messages for files it meets: C{described[i]} gets
+    C{uids[i]} and MODSEQ 1; its flags are what its name's info part
+    says (each distinct info part read once, and its messages share one
+    C{frozenset}).
+
+    Made column by column in C, as L{describeFiles} reads the names.
     """
-
-    def __init__(self, letters: Sequence[str]) -> None:
-        self._letters = letters
-        self._known: dict[str, frozenset[str]] = {}
-
-    def __call__(self, name: str) -> frozenset[str]:
-        """
-        @return: the flags a file name's info part stands for.
-        """
-        info = name.partition(INFO)[2]
-        flags = self._known.get(info)
-        if flags is None:
-            flags = self._known[info] = flagsFromInfo(info, self._letters)
-        return flags
+    if not described:
+        return []
+    _, bases, subs, names, dates, sizes = zip(*described, strict=True)
+    infos = list(map(itemgetter(2), map(str.partition, names, repeat(INFO))))
+    flagsOf = {info: flagsFromInfo(info, letters) for info in set(infos)}
+    columns = zip(
+        uids, map(flagsOf.__getitem__, infos), repeat(1), dates, sizes, bases, subs, names
+    )
+    # tuple.__new__ straight from C: MessageInfo(...) would run the named
+    # tuple's __new__, a Python function, once per message.
+    return cast("list[MessageInfo]", list(map(tuple.__new__, repeat(MessageInfo), columns)))
 
 
 __all__ = [
     "Described",
-    "FlagsOfInfo",
     "describeFiles",
+    "describeFolder",
     "fileDates",
+    "listMaildir",
+    "messageInfos",
+    "moveNew",
     "nameFacts",
     "parseName",
     "scanMaildir",
+    "storable",
 ]
