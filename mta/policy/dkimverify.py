@@ -34,6 +34,10 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from mta.dns import DNSNameError, DNSTemporaryError, blockingTXT
 from mta.interfaces import IBlockingRunner, IDNSResolver
+from mta.policy.dkimcrypto import install as _installDKIMCrypto
+
+# dkimpy's RSA on OpenSSL (see mta.policy.dkimcrypto).
+_installDKIMCrypto()
 
 #: Shortest RSA key accepted (RFC 8301 section 3.2: 1024 bits at least).
 MIN_RSA_BITS = 1024
