@@ -64,6 +64,14 @@ HEADER = "Authentication-Results"
 #: A field of that name at the start of a header line.
 _HEADER_FIELD = re.compile(rb"(?im)^authentication-results[ \t]*:")
 
+#: What cannot stand in a comment: control characters (line ends
+#: included), parentheses and backslashes.
+_NOT_IN_COMMENT = re.compile(r"[\x00-\x1f()\\]")
+
+#: A property value that needs no quotes: letters and digits (C{\w}, as
+#: C{str.isalnum}, and C{_}) and the other atext and dot characters.
+_PLAIN_VALUE = re.compile(r"[\w.\-+@=/!#$%&'*^`{|}~]+")
+
 
 def _hasField(data: bytes) -> bool:
     """
@@ -79,8 +87,7 @@ def _comment(text: str) -> str:
     @return: C{text} made safe inside an RFC 5322 comment: no parentheses,
         backslashes or control characters, and short.
     """
-    cleaned = "".join(" " if ord(c) < 32 or c in "()\\" else c for c in text.replace("\r\n", " "))
-    cleaned = " ".join(cleaned.split())
+    cleaned = " ".join(_NOT_IN_COMMENT.sub(" ", text).split())
     return cleaned[:200]
 
 
@@ -89,7 +96,7 @@ def _value(text: str) -> str:
     @return: C{text} as an RFC 8601 property value: as it is when it is a
         plain token or address, else a quoted string.
     """
-    if text and all(c.isalnum() or c in "._-+@=/!#$%&'*^`{|}~" for c in text):
+    if _PLAIN_VALUE.fullmatch(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
