@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.internet.task import Clock
@@ -13,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mta import tap
 from mta.queue.spool import Spool
+from mta.smtp.clientparts import ClientPolicy
 from mta.tap import MailServer, Options, StartupError, buildService, listeningPorts
 from mta.threads import SynchronousRunner
 from tests.e2e.harness import testConfig
@@ -93,3 +95,33 @@ class QueueLoadTests(SynchronousTestCase):
         self.assertEqual(e.code, 1)
         [line] = stderr.getvalue().splitlines()
         self.assertTrue(line.startswith("mta: queue: cannot load "), line)
+
+
+class RelayBuildTests(SynchronousTestCase):
+    """
+    L{tap.buildRelay}: how C{[relay]} becomes the relay's client policy.
+    """
+
+    def policy(self, smarthost: str) -> ClientPolicy:
+        base = testConfig(Path(self.mktemp()).absolute())
+        config = replace(base, relay=replace(base.relay, smarthost=smarthost))
+        relay = tap.buildRelay(config, FakeReactor(), SynchronousRunner())
+        return relay._policy
+
+    def test_smarthostPort465ImplicitTLS(self) -> None:
+        """
+        A smarthost on port 465 (submissions, RFC 8314) is spoken to over
+        implicit TLS; on any other port with STARTTLS, required.
+        """
+        implicit = self.policy("relay.example.net:465")
+        self.assertEqual((implicit.implicitTLS, implicit.tls), (True, "required"))
+        starttls = self.policy("relay.example.net:587")
+        self.assertEqual((starttls.implicitTLS, starttls.tls), (False, "required"))
+
+    def test_mxDeliveryOpportunistic(self) -> None:
+        """
+        Without a smarthost, MX hosts get opportunistic STARTTLS, never
+        implicit TLS.
+        """
+        mx = self.policy("")
+        self.assertEqual((mx.implicitTLS, mx.tls), (False, "opportunistic"))
