@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mta.store.indexformat import MessageInfo
 from mta.store.indexscan import (
+    Files,
     describeFiles,
     fileDates,
     listMaildir,
@@ -20,6 +21,14 @@ from mta.store.indexscan import (
     parseName,
     scanMaildir,
 )
+
+
+def rows(files: Files) -> list[tuple[object, ...]]:
+    """
+    @return: the files as sorted rows C{(arrival, base, sub, name, date,
+        size, info)}.
+    """
+    return sorted(zip(*files, strict=True))
 
 
 class NameFactsTests(SynchronousTestCase):
@@ -102,12 +111,12 @@ class DescribeFilesTests(SynchronousTestCase):
         (self.folder / "cur" / bare).write_bytes(b"abcde")
         os.utime(self.folder / "cur" / bare, (1_500_000_000, 1_500_000_000))
         self.assertEqual(
-            describeFiles(self.folder, "new", [named]),
-            [(1700000000.000005, named, "new", named, None, 999)],
+            rows(describeFiles(self.folder, "new", [named])),
+            [(1700000000.000005, named, "new", named, None, 999, None)],
         )
         self.assertEqual(
-            describeFiles(self.folder, "cur", [bare]),
-            [(1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5)],
+            rows(describeFiles(self.folder, "cur", [bare])),
+            [(1_500_000_000.0, "bare", "cur", bare, 1_500_000_000.0, 5, "S")],
         )
 
     def test_namesAsNameFactsReadThem(self) -> None:
@@ -141,7 +150,10 @@ class DescribeFilesTests(SynchronousTestCase):
                 continue
             mtime = os.stat(self.folder / "cur" / name).st_mtime
             expected.append((mtime if when is None else when, base, "cur", name, mtime, size or 1))
-        self.assertEqual(sorted(described), sorted(expected))
+        self.assertEqual([row[:6] for row in rows(described)], sorted(expected))
+        infos = {name: info for name, info in zip(described.names, described.infos, strict=True)}
+        for name in names:
+            self.assertEqual(infos[name] or "", name.partition(":2,")[2], name)
 
     def test_unstorableLeftOut(self) -> None:
         """
@@ -150,7 +162,7 @@ class DescribeFilesTests(SynchronousTestCase):
         """
         names = [".hidden", "1.M1P1.h,S=1\tx", "junk\n2.M2P2.h,S=2", "3.M3P3.h,S=3"]
         described = describeFiles(self.folder, "cur", names)
-        self.assertEqual([d[3] for d in described], ["3.M3P3.h,S=3"])
+        self.assertEqual(described.names, ["3.M3P3.h,S=3"])
 
     def test_fileDates(self) -> None:
         """
@@ -173,9 +185,9 @@ class DescribeFilesTests(SynchronousTestCase):
         """
         (self.folder / "cur" / "here").write_bytes(b"x")
         (self.folder / "tmp").rmdir()
-        self.assertEqual(describeFiles(self.folder, "tmp", ["t"]), [])
+        self.assertEqual(describeFiles(self.folder, "tmp", ["t"]).names, [])
         described = describeFiles(self.folder, "cur", ["gone", "here"])
-        self.assertEqual([d[1] for d in described], ["here"])
+        self.assertEqual(described.bases, ["here"])
 
     def test_scan(self) -> None:
         """
@@ -204,13 +216,14 @@ class MessageInfosTests(SynchronousTestCase):
         (system letters and Dovecot keyword letters); files with the same
         info part share one set.
         """
-        described = [
-            (1.0, "x", "cur", "x:2,RSb", None, 10),
-            (2.0, "p", "cur", "p:2,FS", 5.0, 20),
-            (3.0, "q", "new", "q:2,FS", None, 30),
-            (4.0, "y", "new", "y", None, 40),
-        ]
-        infos = messageInfos([7, 8, 9, 12], described, ["$Work", "Later"])
+        files = Files(
+            [4.0, 1.0, 2.0, 3.0], ["y", "x", "p", "q"], ["new", "cur", "cur", "new"],
+            ["y", "x:2,RSb", "p:2,FS", "q:2,FS"], [None, None, 5.0, None], [40, 10, 20, 30],
+            [None, "RSb", "FS", "FS"],
+        )  # fmt: skip
+        order = files.inOrder()
+        self.assertEqual(order, [1, 2, 3, 0])
+        infos = messageInfos([7, 8, 9, 12], files, order, ["$Work", "Later"])
         self.assertEqual(
             infos,
             [
@@ -223,7 +236,21 @@ class MessageInfosTests(SynchronousTestCase):
         )  # fmt: skip
         self.assertIs(infos[1].flags, infos[2].flags)
         self.assertIsInstance(infos[0], MessageInfo)
-        self.assertEqual(messageInfos([], [], []), [])
+        empty = Files([], [], [], [], [], [], [])
+        self.assertEqual(messageInfos([], empty, [], []), [])
+
+    def test_order(self) -> None:
+        """
+        New UIDs go by arrival, then base name; some files only when asked.
+        """
+        files = Files(
+            [2.0, 1.0, 2.0, 0.5], ["b", "z", "a", "c"], ["cur"] * 4, ["b", "z", "a", "c"],
+            [None] * 4, [1] * 4, [None] * 4,
+        )  # fmt: skip
+        self.assertEqual(files.inOrder(), [3, 1, 2, 0])
+        self.assertEqual(files.inOrder([0, 1, 2]), [1, 2, 0])
+        self.assertEqual(files.pick([2, 0]).bases, ["a", "b"])
+        self.assertEqual(files.plus(files.pick([3])).names, ["b", "z", "a", "c", "c"])
 
     def test_listMaildir(self) -> None:
         """

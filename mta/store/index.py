@@ -91,7 +91,7 @@ from mta.store.indexformat import (
     writeDurably,
 )
 from mta.store.indexscan import (
-    Described,
+    NO_FILES,
     describeFiles,
     describeFolder,
     fileDates,
@@ -208,18 +208,16 @@ class FolderIndex:
 
         @param takeNew: move C{new/} files to C{cur/} first.
         """
-        described = describeFolder(self.folder, takeNew)
-        adopted: list[tuple[int, Described]] = []
-        fresh = described
-        if known:
-            adopted = sorted((known[d[1]], d) for d in described if d[1] in known)
-            fresh = [d for d in described if d[1] not in known]
-            if adopted:
-                self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
-        fresh.sort()
-        uids = [uid for uid, _ in adopted]
-        uids += range(self.uidNext, self.uidNext + len(fresh))
-        infos = messageInfos(uids, [d for _, d in adopted] + fresh, self._letters)
+        files = describeFolder(self.folder, takeNew)
+        bases = enumerate(files.bases) if known else iter(())
+        adopted = sorted((known[b], i) for i, b in bases if b in known)  # (UID, index)
+        if adopted:
+            self.uidNext = max(self.uidNext, adopted[-1][0] + 1)
+        fresh = files.inOrder(
+            [i for i, b in enumerate(files.bases) if b not in known] if known else None
+        )
+        uids = [uid for uid, _ in adopted] + list(range(self.uidNext, self.uidNext + len(fresh)))
+        infos = messageInfos(uids, files, [i for _, i in adopted] + fresh, self._letters)
         self._entries = dict(zip(uids, infos, strict=True))
         self._byBase = dict(zip(map(attrgetter("base"), infos), infos, strict=True))
         self.uidNext += len(fresh)
@@ -566,16 +564,19 @@ class FolderIndex:
 
         @return: the UIDs given.
         """
-        fresh: list[Described] = []
+        files = NO_FILES
         for sub in ("new", "cur"):
             names = [n for b, (s, n) in found.items() if s == sub and b not in self._byBase]
-            fresh += describeFiles(self.folder, sub, names)
+            files = files.plus(describeFiles(self.folder, sub, names))
         added: list[int] = []
-        for _, _, sub, name, date, size in sorted(fresh):
-            uid = self.uidNext + len(added)
-            flags = " ".join(sorted(flagsFromInfo(name.partition(INFO)[2], self._letters)))
+        for i in files.inOrder():
+            uid, date = self.uidNext + len(added), files.dates[i]
+            flags = " ".join(sorted(flagsFromInfo(files.infos[i] or "", self._letters)))
             dateText = "" if date is None else repr(date)
-            records.append(["A", str(uid), modseq, sub, name, dateText, str(size), flags])
+            records.append(
+                ["A", str(uid), modseq, files.subs[i], files.names[i], dateText,
+                 str(files.sizes[i]), flags]
+            )  # fmt: skip
             added.append(uid)
         return added
 

@@ -23,16 +23,11 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
-from operator import add, itemgetter, truediv
+from operator import add, truediv
 from pathlib import Path
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 from mta.store.indexformat import INFO, MessageInfo, flagsFromInfo
-
-#: What the index learns of a new file: C{(arrival, base, sub, name,
-#: internal date or C{None} when not read yet, size)}; sorted, they give
-#: the order of new UIDs.
-Described = tuple[float, str, str, str, float | None, int]
 
 
 def storable(name: str) -> bool:
@@ -159,17 +154,72 @@ def listMaildir(folder: Path) -> tuple[list[str], list[str]]:
     return listed[0], listed[1]
 
 
-#: L{_COMMON_NAME} with the info part, one name a line of a listing:
-#: C{(name, base, seconds, microseconds, size)}, the size C{,W=}'s if
-#: there, else C{,S=}'s.  No C{:} in the base (the first C{:2,} ends it),
-#: no tab or line end anywhere.
-_COMMON_NAMES = re.compile(
-    r"^((([0-9]+)\.M([0-9]{1,6})P[^,:\t\n]*,S=(?:[0-9]+,W=)?([0-9]+))(?::2,[^\t\n]*)?)$",
-    re.MULTILINE,
+class Files(NamedTuple):
+    """
+    What the index learns of files it has not seen before, column by
+    column: file C{i} is C{names[i]} in C{subs[i]}, and so on.
+
+    @ivar arrivals: the arrival times (which order new UIDs).
+    @ivar bases: the base names.
+    @ivar subs: C{new} or C{cur}.
+    @ivar names: the file names.
+    @ivar dates: the internal dates, C{None} when not read yet.
+    @ivar sizes: the sizes.
+    @ivar infos: the info parts (after C{:2,}), C{None} when there is none.
+    """
+
+    arrivals: list[float]
+    bases: list[str]
+    subs: list[str]
+    names: list[str]
+    dates: list[float | None]
+    sizes: list[int]
+    infos: list[str | None]
+
+    def plus(self, other: Files) -> Files:
+        """
+        @return: these files, then C{other}'s.
+        """
+        mine: tuple[Any, ...] = self  # columns of different types
+        theirs: tuple[Any, ...] = other
+        return Files(*(a + b for a, b in zip(mine, theirs, strict=True)))
+
+    def pick(self, indices: Iterable[int]) -> Files:
+        """
+        @return: the files at C{indices}, in their order.
+        """
+        chosen = list(indices)
+        columns: tuple[Any, ...] = self
+        return Files(*(list(map(column.__getitem__, chosen)) for column in columns))
+
+    def inOrder(self, indices: Sequence[int] | None = None) -> list[int]:
+        """
+        @return: the indices of files (all, or those of C{indices}) in the
+            order of new UIDs: by arrival, then base name.
+        """
+        chosen = range(len(self.names)) if indices is None else indices
+        order = sorted(chosen, key=self.arrivals.__getitem__)
+        if len(set(map(self.arrivals.__getitem__, order))) < len(order):
+            order.sort(key=lambda i: (self.arrivals[i], self.bases[i]))  # rare: equal times
+        return order
+
+
+#: No files.
+NO_FILES = Files([], [], [], [], [], [], [])
+
+#: L{_COMMON_NAME} and the info part, for a listing's lines (one name a
+#: line): L{re.split} on it gives for each name that matches C{(base,
+#: seconds, microseconds, size, info or None)} (the size C{,W=}'s if
+#: there, else C{,S=}'s), and between two of them the lines that do not
+#: match.  No C{:} in the base (the first C{:2,} ends it), no tab or
+#: line end anywhere.
+_COMMON_LINES = re.compile(
+    r"(?:^|\n)(([0-9]+)\.M([0-9]{1,6})P[^,:\t\n]*,S=(?:[0-9]+,W=)?([0-9]+))"
+    r"(?::2,([^\t\n]*))?(?=\n|$)"
 )
 
 
-def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> list[Described]:
+def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> Files:
     """
     Read what the index records of each file of C{sub}: its arrival time
     (which orders new UIDs) is the one in its name, else its mtime; its
@@ -178,48 +228,49 @@ def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> list[Describe
     L{fileDates}).  Dot files and names the index cannot store (a tab or
     line end in them) are left out.
 
-    The common names (L{_COMMON_NAMES}) are read all at once, one match
-    over the whole listing, and turned into entries column by column in
-    C: a big folder's first SELECT reads every name.
+    The common names (L{_COMMON_LINES}) are read all at once, one split
+    of the whole listing, and made into columns in C (slices, C{map}): a
+    big folder's first SELECT reads every name.
 
     @param names: file names in C{folder/sub}, each once.
-    @return: one L{Described} per file still there, in no set order.
+    @return: the files still there, in no set order.
     """
     listing = "\n".join(names)
     if listing.count("\n") >= len(names):
         names = [name for name in names if "\n" not in name]
         listing = "\n".join(names)
-    common = _COMMON_NAMES.findall(listing)
-    described: list[Described] = []
-    found: Sequence[str] = ()
-    if common:
-        found, bases, seconds, micros, sizes = zip(*common, strict=True)
-        # float(seconds) + int(micros) / 1e6, as nameFacts reads them.
-        arrivals = map(add, map(float, seconds), map(truediv, map(int, micros), repeat(1e6)))
-        described = list(zip(arrivals, bases, repeat(sub), found, repeat(None), map(int, sizes)))
-    if len(common) < len(names):
-        matched = set(found)
-        others = [name for name in names if name not in matched]
-        described += _describeOthers(folder, sub, others)
-    return described
+    parts = _COMMON_LINES.split(listing)
+    bases, seconds, micros, sizes, infos = (parts[i::6] for i in range(1, 6))
+    if len(bases) < len(names):
+        others = {n for between in parts[::6] if between for n in between.split("\n") if n}
+        common = [name for name in names if name not in others]
+    else:
+        others, common = set(), list(names)
+    # float(seconds) + int(micros) / 1e6, as nameFacts reads them.
+    arrivals = map(add, map(float, seconds), map(truediv, map(int, micros), repeat(1e6)))
+    files = Files(
+        list(arrivals), bases, [sub] * len(bases), common, [None] * len(bases),
+        list(map(int, sizes)), infos,
+    )  # fmt: skip
+    return files.plus(_describeOthers(folder, sub, others)) if others else files
 
 
-def _describeOthers(folder: Path, sub: str, names: Iterable[str]) -> list[Described]:
+def _describeOthers(folder: Path, sub: str, names: Iterable[str]) -> Files:
     """
     L{describeFiles} for the names that are not common: by L{nameFacts},
     and C{stat} when the name does not say enough.
     """
-    described: list[Described] = []
+    described: list[tuple[float, str, str, str, float | None, int, str | None]] = []
     unnamed: list[tuple[str, str, int | None, float | None]] = []
     for name in names:
         if not storable(name):
             continue
-        base = name.split(INFO, 1)[0]
+        base, _, info = name.partition(INFO)
         size, when = nameFacts(base)
         if size is None or when is None:
             unnamed.append((base, name, size, when))
         else:
-            described.append((when, base, sub, name, None, size))
+            described.append((when, base, sub, name, None, size, info))
     if unnamed:
         with _Directories(folder) as directories:
             for base, name, size, when in unnamed:
@@ -229,12 +280,15 @@ def _describeOthers(folder: Path, sub: str, names: Iterable[str]) -> list[Descri
                 mtime = st.st_mtime
                 described.append(
                     (mtime if when is None else when, base, sub, name, mtime,
-                     st.st_size if size is None else size)
+                     st.st_size if size is None else size, name.partition(INFO)[2])
                 )  # fmt: skip
-    return described
+    if not described:
+        return NO_FILES
+    columns: Iterable[Any] = map(list, zip(*described, strict=True))
+    return Files(*columns)
 
 
-def describeFolder(folder: Path, takeNew: bool) -> list[Described]:
+def describeFolder(folder: Path, takeNew: bool) -> Files:
     """
     L{describeFiles} for every message file of a folder the index has
     not seen before (its first index), one per base name: C{cur/} wins
@@ -243,15 +297,15 @@ def describeFolder(folder: Path, takeNew: bool) -> list[Described]:
     @param takeNew: move the C{new/} files to C{cur/} first (L{moveNew}).
     """
     newNames, curNames = listMaildir(folder)
-    described = describeFiles(folder, "cur", curNames)
-    byBase = dict(zip(map(itemgetter(1), described), described, strict=True))
-    if len(byBase) < len(described):
-        described = list(byBase.values())
-    newNames = [n for n in newNames if storable(n) and n.split(INFO, 1)[0] not in byBase]
+    files = describeFiles(folder, "cur", curNames)
+    inCur = set(files.bases)
+    if len(inCur) < len(files.bases):  # two names of one base: keep one
+        files = files.pick(dict(zip(files.bases, range(len(files.bases)), strict=True)).values())
+    newNames = [n for n in newNames if storable(n) and n.split(INFO, 1)[0] not in inCur]
     if takeNew:
         moved, newNames = moveNew(folder, newNames)
-        described += describeFiles(folder, "cur", moved)
-    return described + describeFiles(folder, "new", newNames)
+        files = files.plus(describeFiles(folder, "cur", moved))
+    return files.plus(describeFiles(folder, "new", newNames))
 
 
 def moveNew(
@@ -295,31 +349,30 @@ def fileDates(folder: Path, files: Iterable[tuple[str, str]]) -> list[float | No
 
 
 def messageInfos(
-    uids: Iterable[int], described: Sequence[Described], letters: Sequence[str]
+    uids: Iterable[int], files: Files, order: Sequence[int], letters: Sequence[str]
 ) -> list[MessageInfo]:
     """
-    The index's messages for files it meets: C{described[i]} gets
+    The index's messages for files it meets: file C{order[i]} gets
     C{uids[i]} and MODSEQ 1; its flags are what its name's info part
     says (each distinct info part read once, and its messages share one
     C{frozenset}).
 
     Made column by column in C, as L{describeFiles} reads the names.
     """
-    if not described:
-        return []
-    _, bases, subs, names, dates, sizes = zip(*described, strict=True)
-    infos = list(map(itemgetter(2), map(str.partition, names, repeat(INFO))))
-    flagsOf = {info: flagsFromInfo(info, letters) for info in set(infos)}
+    flagsOf = {info: flagsFromInfo(info or "", letters) for info in set(files.infos)}
+    chosen = files.pick(order)
     columns = zip(
-        uids, map(flagsOf.__getitem__, infos), repeat(1), dates, sizes, bases, subs, names
-    )
+        uids, map(flagsOf.__getitem__, chosen.infos), repeat(1), chosen.dates, chosen.sizes,
+        chosen.bases, chosen.subs, chosen.names,
+    )  # fmt: skip
     # tuple.__new__ straight from C: MessageInfo(...) would run the named
     # tuple's __new__, a Python function, once per message.
     return cast("list[MessageInfo]", list(map(tuple.__new__, repeat(MessageInfo), columns)))
 
 
 __all__ = [
-    "Described",
+    "NO_FILES",
+    "Files",
     "describeFiles",
     "describeFolder",
     "fileDates",
