@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from mta.store.index import FolderIndex
-from mta.store.indexformat import INDEX, JOURNAL
+from mta.store.indexformat import INDEX, JOURNAL, crc
 
 
 def makeMaildir(root: Path) -> Path:
@@ -132,8 +132,7 @@ class IndexBasicsTests(_Base):
             sorted(os.listdir(self.folder / "cur")), [plain + ":2,", "2.M2P2.host,S=3:2,PS"]
         )
         snapshot = (self.folder / INDEX).read_text()
-        self.assertIn(f"\tcur\t{plain}:2,\t", snapshot)
-        self.assertIn("\tcur\t2.M2P2.host,S=3:2,PS\t", snapshot)
+        self.assertIn(f"\nP\t1\t2.M2P2.host,S=3:2,PS\t{plain}:2,\n", snapshot)
         self.assertEqual((self.folder / JOURNAL).read_text().count("\n"), 1)
         index.close()
         reopened = self.index()
@@ -164,6 +163,48 @@ class IndexBasicsTests(_Base):
             sorted(os.listdir(self.folder / "new")), [".hidden", both, "3.M3P3.host,S=1\tx"]
         )
         self.assertEqual(index.sync(takeNew=True).expunged, ())
+
+    def test_plainSnapshot(self) -> None:
+        """
+        A first index whose files all say their size writes them as one
+        C{P} line (UIDs in order, no A line); reopened, the index has the
+        same messages; once compacted, A lines again.
+        """
+        (self.folder / "cur" / "5.M1P1.host,S=3,W=4:2,FSa").write_bytes(b"abc")
+        (self.folder / "dovecot-keywords").write_text("0 $Work\n")
+        for n in (1, 2):
+            deliver(self.folder, n)
+        index = self.index()
+        index.sync(takeNew=True)
+        before = index.messages()
+        self.assertEqual([(m.uid, m.size) for m in before], [(1, 4), (2, 20), (3, 20)])
+        self.assertEqual(before[0].flags, {"\\Flagged", "\\Seen", "$Work"})
+        snapshot = (self.folder / INDEX).read_text()
+        self.assertIn("\nP\t1\t5.M1P1.host,S=3,W=4:2,FSa\t", snapshot)
+        self.assertNotIn("\nA\t", snapshot)
+        index.close()
+        reopened = self.index()
+        self.assertEqual(reopened.messages(), before)
+        self.assertEqual(reopened.uidNext, 4)
+        reopened.compactAt = 0
+        for i in range(4):  # until the journal outgrows the snapshot
+            reopened.setFlags([2], "replace", ["\\Seen"] if i % 2 else ["\\Draft"])
+        self.assertNotIn("\nP\t", (self.folder / INDEX).read_text())
+        reopened.close()
+        self.assertEqual([m.flags for m in self.index().messages()][1], {"\\Seen"})
+
+    def test_notPlainWhenStated(self) -> None:
+        """
+        A file whose name does not say its size is C{stat}ed: that first
+        index is written as A lines.
+        """
+        deliver(self.folder, 1)
+        (self.folder / "cur" / "bare:2,S").write_bytes(b"abcde")
+        index = self.index()
+        index.sync(takeNew=True)
+        snapshot = (self.folder / INDEX).read_text()
+        self.assertNotIn("\nP\t", snapshot)
+        self.assertEqual(snapshot.count("\nA\t"), 2)
 
     def test_flagsRenameFiles(self) -> None:
         """
@@ -456,6 +497,25 @@ class CrashTests(_Base):
         rebuilt = self.index()
         rebuilt.messages()
         self.assertGreater(rebuilt.uidValidity, validity)
+
+    def test_damagedPlainLineRebuilds(self) -> None:
+        """
+        A C{P} line naming a file whose name does not say its size (with a
+        good checksum: written by something else) is damage: the folder is
+        indexed again under a new UIDVALIDITY.
+        """
+        deliver(self.folder, 1)
+        index = self.index()
+        index.sync(takeNew=True)
+        validity = index.uidValidity
+        index.close()
+        body = (self.folder / INDEX).read_bytes().rsplit(b"C\t", 1)[0]
+        body = body.replace(b"P\t1\t", b"P\t1\tnosize\t")
+        (self.folder / INDEX).write_bytes(body + f"C\t{crc(body)}\n".encode())
+        self.clock[0] += 10
+        reopened = self.index()
+        self.assertEqual(len(reopened.messages()), 1)
+        self.assertGreater(reopened.uidValidity, validity)
 
     def test_staleJournalAfterCompaction(self) -> None:
         """

@@ -19,6 +19,7 @@ from mta.store.indexscan import (
     messageInfos,
     nameFacts,
     parseName,
+    plainMessages,
     scanMaildir,
 )
 
@@ -251,6 +252,21 @@ class MessageInfosTests(SynchronousTestCase):
         self.assertEqual(files.inOrder([0, 1, 2]), [1, 2, 0])
         self.assertEqual(files.pick([2, 0]).bases, ["a", "b"])
         self.assertEqual(files.plus(files.pick([3])).names, ["b", "z", "a", "c", "c"])
+
+    def test_plainMessages(self) -> None:
+        """
+        L{plainMessages} reads a snapshot's C{P} line: UIDs in order, sizes
+        and flags from the names, common or not; a name without a size is
+        an error.
+        """
+        common, other = "9.M1P1.h,S=5:2,S", "3.M1P1.h,W=7,S=6:2,RS"
+        first = MessageInfo(4, frozenset({"\\Seen"}), 1, None, 5, "9.M1P1.h,S=5", "cur", common)
+        self.assertEqual(plainMessages(4, [common], []), [first])
+        second = MessageInfo(
+            5, frozenset({"\\Answered", "\\Seen"}), 1, None, 7, "3.M1P1.h,W=7,S=6", "cur", other
+        )
+        self.assertEqual(plainMessages(4, [common, other], []), [first, second])
+        self.assertRaises(ValueError, plainMessages, 1, ["1.M1P1.h,S=5", "nosize"], [])
 
     def test_listMaildir(self) -> None:
         """

@@ -17,7 +17,8 @@ the spool, which removes the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 
 from mta.fileutil import writeAll
 from mta.interfaces import IBlockingRunner
-from mta.store.indexformat import FILE_MODE, uniqueBase
+from mta.store.indexformat import FILE_MODE, INFO, MessageInfo, fsyncFile, infoFor, uniqueBase
 
 _log = Logger(namespace="mta.store.appending")
 _T = TypeVar("_T")
@@ -122,6 +123,40 @@ def writeTemporary(tmpDirectory: Path, chunks: Iterable[bytes], size: int) -> Pa
         temporary.discard()
         raise
     return temporary.path
+
+
+def placeFile(
+    folder: Path, entry: MessageInfo, dest: Path, destLetters: Sequence[str], move: bool
+) -> Path | None:
+    """
+    Put a message of C{folder} into the folder C{dest} under a fresh base
+    name (IMAP COPY and MOVE, before C{dest}'s index adopts it): a move
+    renames it straight into C{dest}'s C{cur/} (never through C{tmp/},
+    where a crash would hide it), with an info part for C{dest}'s keyword
+    letters; a copy hard links it (else copies and fsyncs it) into
+    C{dest}'s C{tmp/}.  Blocking.
+
+    @return: where it is, or C{None} if it is gone.
+    """
+    source = folder / entry.sub / entry.name
+    base = uniqueBase(entry.size)
+    try:
+        if move:
+            info = infoFor(entry.flags, entry.name.partition(INFO)[2], destLetters)
+            target = dest / "cur" / (base + INFO + info)
+            os.rename(source, target)
+            return target
+        target = dest / "tmp" / base
+        try:
+            os.link(source, target)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            shutil.copy2(source, target)  # with its mtime: the internal date
+            fsyncFile(target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 class MessageSpool:
@@ -271,4 +306,4 @@ class MessageSpool:
         return d
 
 
-__all__ = ["HIGH_WATER", "MessageSpool", "TemporaryMessage", "writeTemporary"]
+__all__ = ["HIGH_WATER", "MessageSpool", "TemporaryMessage", "placeFile", "writeTemporary"]

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -65,7 +64,7 @@ from pathlib import Path
 
 from mta.fileutil import fsyncDirectory, writeAll
 from mta.message import MessageBody
-from mta.store.appending import writeTemporary
+from mta.store.appending import placeFile, writeTemporary
 from mta.store.dovecot import readKeywords, readUIDList
 from mta.store.indexformat import (
     INDEX,
@@ -87,7 +86,6 @@ from mta.store.indexformat import (
     infoFor,
     parseRanges,
     uidRanges,
-    uniqueBase,
     writeDurably,
 )
 from mta.store.indexscan import (
@@ -97,6 +95,7 @@ from mta.store.indexscan import (
     fileDates,
     messageInfos,
     moveNew,
+    plainMessages,
     scanMaildir,
 )
 
@@ -222,7 +221,9 @@ class FolderIndex:
         self._byBase = dict(zip(map(attrgetter("base"), infos), infos, strict=True))
         self.uidNext += len(fresh)
         self.firstRecent = 1 if recent else self.uidNext
-        self._compact()
+        n = len(fresh)
+        plain = not adopted and files.dates.count(None) == n and files.subs.count("cur") == n
+        self._compact(plain)
 
     def _loadSnapshot(self, data: bytes) -> None:
         body, _, tail = data.rstrip(b"\n").rpartition(b"\n")
@@ -242,6 +243,10 @@ class FolderIndex:
                 self._letters = fields[1:]
             elif fields[0] == "E":
                 self._vanished.add(int(fields[1]), int(fields[2]), int(fields[3]))
+            elif fields[0] == "P":
+                plain = plainMessages(int(fields[1]), fields[2:], self._letters)
+                self._entries.update(zip(map(attrgetter("uid"), plain), plain, strict=True))
+                self._byBase.update(zip(map(attrgetter("base"), plain), plain, strict=True))
             else:
                 self._apply(fields)
         self._snapshotSize = len(data)
@@ -291,10 +296,15 @@ class FolderIndex:
             self._journalSize = len(header)
         self._journalFd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
-    def _compact(self) -> None:
+    def _compact(self, plain: bool = False) -> None:
         """
         Write the whole state as a new snapshot, then start an empty
         journal of the next generation.
+
+        @param plain: every message is as a first index finds a file whose
+            name says its size (in C{cur/}, MODSEQ 1, no internal date,
+            the flags its name says) and the UIDs are consecutive: one
+            C{P} line holds them all.
         """
         self._generation += 1
         header = "\t".join(
@@ -303,7 +313,11 @@ class FolderIndex:
         )  # fmt: skip
         lines = [header, "\t".join(["K", *self._letters])]
         lines += [f"E\t{a}\t{b}\t{m}" for a, b, m in self._vanished.merge(list(self._entries))]
-        lines += entryLines(self._entries.values())
+        if plain and self._entries:
+            names = map(attrgetter("name"), self._entries.values())
+            lines.append("\t".join(["P", str(next(iter(self._entries))), *names]))
+        else:
+            lines += entryLines(self._entries.values())
         body = ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
         data = body + f"C\t{crc(body)}\n".encode()
         writeDurably(self.folder / INDEX, data)
@@ -748,7 +762,7 @@ class FolderIndex:
             sources: list[int] = []
             for uid in chosen:
                 entry = self._entries[uid]
-                path = self._placeInto(entry, dest, move)
+                path = placeFile(self.folder, entry, dest.folder, dest._letters, move)
                 if path is not None:
                     files.append((path, entry.flags, entry.internalDate, entry.size))
                     sources.append(uid)
@@ -759,35 +773,6 @@ class FolderIndex:
             if move:
                 self._log([["X", self._nextModseq(), uidRanges(sources)]] if sources else [])
             return dict(zip(sources, given, strict=True))
-
-    def _placeInto(self, entry: MessageInfo, dest: FolderIndex, move: bool) -> Path | None:
-        """
-        Put a message into C{dest} under a fresh base name: a move renames
-        it straight into C{dest}'s C{cur/} (never through C{tmp/}, where a
-        crash would hide it); a copy hard links it (else copies and fsyncs
-        it) into C{dest}'s C{tmp/}.
-
-        @return: where it is, or C{None} if it is gone.
-        """
-        source = self.folder / entry.sub / entry.name
-        base = uniqueBase(entry.size)
-        try:
-            if move:
-                info = infoFor(entry.flags, entry.name.partition(INFO)[2], dest._letters)
-                target = dest.folder / "cur" / (base + INFO + info)
-                os.rename(source, target)
-                return target
-            target = dest.folder / "tmp" / base
-            try:
-                os.link(source, target)
-            except FileNotFoundError:
-                raise
-            except OSError:
-                shutil.copy2(source, target)  # with its mtime: the internal date
-                fsyncFile(target)
-        except FileNotFoundError:
-            return None
-        return target
 
 
 __all__ = [

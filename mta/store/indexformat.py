@@ -23,6 +23,12 @@ On disk, two files:
         A<TAB><uid><TAB><modseq><TAB><new|cur><TAB><file name><TAB><date>
             <TAB><size><TAB><flags, space separated>   (one per message;
             the date is empty while it has not been read from the file)
+        P<TAB><first uid><TAB><file name><TAB><file name>...   (instead of
+            the A lines, when a folder's first index wrote the snapshot
+            and every name says its file's size: UIDs first, first + 1...,
+            all in cur/, MODSEQ 1, no date read, size and flags what the
+            names say; written and read column by column, see
+            L{mta.store.indexscan})
         C<TAB><CRC-32 of every byte above, hex>
 
   - C{mta-index.log}, the journal: a header C{mta-journal<TAB>1<TAB>G<n><TAB>V<uidvalidity>}

@@ -235,6 +235,17 @@ def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> Files:
     @param names: file names in C{folder/sub}, each once.
     @return: the files still there, in no set order.
     """
+    files, others = _readCommon(sub, names)
+    return files.plus(_describeOthers(folder, sub, others)) if others else files
+
+
+def _readCommon(sub: str, names: Sequence[str]) -> tuple[Files, set[str]]:
+    """
+    L{describeFiles} for the common names, without I/O.
+
+    @return: the common names' files, in the order of C{names}, and the
+        other names.
+    """
     listing = "\n".join(names)
     if listing.count("\n") >= len(names):
         names = [name for name in names if "\n" not in name]
@@ -252,7 +263,7 @@ def describeFiles(folder: Path, sub: str, names: Sequence[str]) -> Files:
         list(arrivals), bases, [sub] * len(bases), common, [None] * len(bases),
         list(map(int, sizes)), infos,
     )  # fmt: skip
-    return files.plus(_describeOthers(folder, sub, others)) if others else files
+    return files, others
 
 
 def _describeOthers(folder: Path, sub: str, names: Iterable[str]) -> Files:
@@ -370,6 +381,30 @@ def messageInfos(
     return cast("list[MessageInfo]", list(map(tuple.__new__, repeat(MessageInfo), columns)))
 
 
+def plainMessages(first: int, names: list[str], letters: Sequence[str]) -> list[MessageInfo]:
+    """
+    The messages of a snapshot's C{P} line (see L{mta.store.indexformat}):
+    UIDs from C{first} on, in C{cur/}, MODSEQ 1, no internal date read,
+    their sizes and flags what their names say.  Read as a first index
+    reads the names.
+
+    @raise ValueError: a name does not say its size.
+    """
+    files, others = _readCommon("cur", names)
+    if not others:
+        return messageInfos(range(first, first + len(names)), files, range(len(names)), letters)
+    plain: list[MessageInfo] = []
+    for uid, name in enumerate(names, first):
+        base, _, info = name.partition(INFO)
+        size = nameFacts(base)[0]
+        if size is None:
+            raise ValueError(f"no size in {name!r}")
+        plain.append(
+            MessageInfo(uid, flagsFromInfo(info, letters), 1, None, size, base, "cur", name)
+        )
+    return plain
+
+
 __all__ = [
     "NO_FILES",
     "Files",
@@ -381,6 +416,7 @@ __all__ = [
     "moveNew",
     "nameFacts",
     "parseName",
+    "plainMessages",
     "scanMaildir",
     "storable",
 ]
