@@ -118,6 +118,52 @@ class PrimitivesTests(SynchronousTestCase):
         self.assertFalse(dkimcrypto.rsassaVerify(hashlib.sha256(b"x"), b"\1" * 128, bad))
 
 
+class KeyParseTests(SynchronousTestCase):
+    """
+    L{dkimcrypto.parsePublicKey} and L{dkimcrypto.parsePrivateKey}: dkimpy's
+    parsers, remembered.
+    """
+
+    def setUp(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+        self.der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def test_publicKeySameNumbers(self) -> None:
+        """
+        The numbers are dkimpy's; the same bytes give the same read-only
+        mapping.
+        """
+        parsed = dkimcrypto.parsePublicKey(self.der)
+        self.assertEqual(dict(parsed), dkim.crypto.parse_public_key(self.der))
+        self.assertIs(dkimcrypto.parsePublicKey(bytes(self.der)), parsed)
+        self.assertNotIsInstance(parsed, dict)
+        with self.assertRaises(TypeError):
+            parsed["modulus"] = 1  # type: ignore[index]
+
+    def test_privateKeySameNumbers(self) -> None:
+        """
+        Likewise for a PEM private key.
+        """
+        pem = _pem(self.key)
+        parsed = dkimcrypto.parsePrivateKey(pem)
+        self.assertEqual(dict(parsed), dkim.crypto.parse_pem_private_key(pem))
+        self.assertIs(dkimcrypto.parsePrivateKey(pem), parsed)
+
+    def test_garbageRaisesEachTime(self) -> None:
+        """
+        Bytes that are no key raise dkimpy's error, every time.
+        """
+        for _ in range(2):
+            self.assertRaises(
+                dkim.crypto.UnparsableKeyError, dkimcrypto.parsePublicKey, b"\x30\x03garbage"
+            )
+            self.assertRaises(
+                dkim.crypto.UnparsableKeyError, dkimcrypto.parsePrivateKey, b"no key here"
+            )
+
+
 class InstalledTests(SynchronousTestCase):
     """
     With L{dkimcrypto.install} in effect (importing the verifier or the
@@ -141,6 +187,8 @@ class InstalledTests(SynchronousTestCase):
         dkimcrypto.install()
         self.assertIs(dkim.RSASSA_PKCS1_v1_5_verify, dkimcrypto.rsassaVerify)
         self.assertIs(dkim.RSASSA_PKCS1_v1_5_sign, dkimcrypto.rsassaSign)
+        self.assertIs(dkim.parse_public_key, dkimcrypto.parsePublicKey)
+        self.assertIs(dkim.parse_pem_private_key, dkimcrypto.parsePrivateKey)
 
     def test_roundTrip(self) -> None:
         """
