@@ -117,6 +117,18 @@ class PrimitivesTests(SynchronousTestCase):
         bad = dict(public, publicExponent=65536)
         self.assertFalse(dkimcrypto.rsassaVerify(hashlib.sha256(b"x"), b"\1" * 128, bad))
 
+    def test_hostileKeyNumbers(self) -> None:
+        """
+        Key numbers from DNS that OpenSSL will not use (a 1001-bit exponent,
+        a 20,000-bit modulus: dkimpy's own arithmetic would grind through
+        them) verify nothing.
+        """
+        _, public = self.parsed(2048)
+        hugeExponent = dict(public, publicExponent=(1 << 1000) + 1)
+        self.assertFalse(dkimcrypto.rsassaVerify(hashlib.sha256(b"x"), b"\1" * 256, hugeExponent))
+        hugeModulus = {"modulus": (1 << 19999) + 1, "publicExponent": 65537}
+        self.assertFalse(dkimcrypto.rsassaVerify(hashlib.sha256(b"x"), b"\1" * 2500, hugeModulus))
+
 
 class KeyParseTests(SynchronousTestCase):
     """
