@@ -37,7 +37,7 @@ from mta.config import DNSConfig, RelayConfig
 from mta.dkimkeys import DKIMKey, KeyStore, splitTXT
 from mta.testing.dnsserver import DNSServer
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
-from tests.e2e.test_mail import PASSWORD, insecureContext
+from tests.e2e.test_mail import PASSWORD, submitMessage
 from tests.test_dkimverify import ed25519Key, rsaKey, sign
 
 #: Seconds any Perl run may take.
@@ -341,17 +341,11 @@ class OutboundInteropTests(TestCase):
         for user in ("alice@example.com", "bob@example.com"):
             yield deferToThread(server.addUser, user, PASSWORD)
 
-        def submit() -> None:
-            with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                c.sendmail(
-                    "alice@example.com",
-                    ["bob@example.com"],
-                    message("alice@example.com", "bob@example.com", "outbound"),
-                )
-
-        yield deferToThread(submit)
+        yield submitMessage(
+            server.ports["submission"],
+            ["bob@example.com"],
+            message("alice@example.com", "bob@example.com", "outbound"),
+        )
         yield waitFor(lambda: bool(server.delivered("bob@example.com")))
         [delivered] = server.delivered("bob@example.com")
         records = {k.recordName: k.publicRecord().encode() for k in keys}
@@ -394,17 +388,11 @@ class RelayInteropTests(TestCase):
         a: RunningServer = yield startServer(self, aConfig)
         a.addUser("alice@example.com", PASSWORD)
 
-        def submit() -> None:
-            with smtplib.SMTP("127.0.0.1", a.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                c.sendmail(
-                    "alice@example.com",
-                    ["bob@b.test"],
-                    message("alice@example.com", "bob@b.test", "relayed"),
-                )
-
-        yield deferToThread(submit)
+        yield submitMessage(
+            a.ports["submission"],
+            ["bob@b.test"],
+            message("alice@example.com", "bob@b.test", "relayed"),
+        )
         yield waitFor(lambda: bool(b.delivered("bob@b.test")), timeout=20)
         [delivered] = b.delivered("bob@b.test")
         header = headerOf(delivered, "mx.b.test")

@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 from mta.config import DKIMConfig, RelayConfig
 from mta.dkimkeys import DKIMKey, KeyStore
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
-from tests.e2e.test_mail import PASSWORD, insecureContext
+from tests.e2e.test_mail import PASSWORD, submitMessage
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"
@@ -71,13 +71,7 @@ class SigningTests(TestCase):
         Send C{message} as alice through submission with STARTTLS and AUTH.
         """
 
-        def send() -> None:
-            with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                c.sendmail("alice@example.com", ["bob@example.com"], message)
-
-        return deferToThread(send)
+        return submitMessage(self.server.ports["submission"], ["bob@example.com"], message)
 
     @inlineCallbacks
     def delivered(self, count: int = 1) -> Any:

@@ -9,6 +9,7 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -28,6 +29,31 @@ def insecureContext() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def submitMessage(
+    port: int,
+    recipients: Sequence[str],
+    data: bytes,
+    sender: str = "alice@example.com",
+    **options: Any,
+) -> Any:
+    """
+    Send C{data} from C{sender} through the submission port C{port} as a
+    mail client does: STARTTLS, AUTH as C{sender} with L{PASSWORD}, then
+    the mail; in a thread, since smtplib blocks.
+
+    @param options: for C{sendmail} (C{mail_options}, C{rcpt_options}).
+    @return: a L{Deferred} firing with C{sendmail}'s refused recipients.
+    """
+
+    def send() -> Any:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as c:
+            c.starttls(context=insecureContext())
+            c.login(sender, PASSWORD)
+            return c.sendmail(sender, list(recipients), data, **options)
+
+    return deferToThread(send)
 
 
 class SMTPEndToEndTests(TestCase):
@@ -96,17 +122,9 @@ class SMTPEndToEndTests(TestCase):
     def test_submissionWithStartTLSAndAuth(self) -> Any:
         """Submission: STARTTLS, AUTH PLAIN, then mail to a local user."""
 
-        def submit() -> Any:
-            with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                return c.sendmail(
-                    "alice@example.com",
-                    ["alice@example.com"],
-                    b"Subject: s\r\n\r\nhi\r\n",
-                )
-
-        yield deferToThread(submit)
+        yield submitMessage(
+            self.server.ports["submission"], ["alice@example.com"], b"Subject: s\r\n\r\nhi\r\n"
+        )
         yield waitFor(lambda: len(self.server.delivered("alice@example.com")) == 1)
         stored = self.server.delivered("alice@example.com")[0]
         self.assertIn(b"with ESMTPSA", stored)

@@ -19,7 +19,6 @@ Skipped without Postfix or when not root (Postfix must be started by root).
 
 from __future__ import annotations
 
-import smtplib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,7 @@ from tests.e2e.test_dkiminterop import (
     perlVerify,
     startCheckingPeer,
 )
-from tests.e2e.test_mail import PASSWORD, insecureContext
+from tests.e2e.test_mail import PASSWORD, submitMessage
 
 #: Postfix's myhostname: what its Received field says it is.
 POSTFIX_HOST = "relay.postfix.test"
@@ -96,17 +95,11 @@ class PostfixPeerTests(TestCase):
         a: RunningServer = yield startServer(self, aConfig)
         yield deferToThread(a.addUser, "alice@example.com", PASSWORD)
 
-        def submit() -> None:
-            with smtplib.SMTP("127.0.0.1", a.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                c.sendmail(
-                    "alice@example.com",
-                    ["bob@b.test"],
-                    message("alice@example.com", "bob@b.test", "via-postfix"),
-                )
-
-        yield deferToThread(submit)
+        yield submitMessage(
+            a.ports["submission"],
+            ["bob@b.test"],
+            message("alice@example.com", "bob@b.test", "via-postfix"),
+        )
         try:
             yield waitFor(lambda: bool(b.delivered("bob@b.test")), timeout=20)
         except AssertionError:

@@ -23,7 +23,7 @@ from mta.config import DNSConfig, RelayConfig
 from mta.tap import listeningPorts
 from mta.testing.dnsserver import DNSServer
 from tests.e2e.harness import RunningServer, startServer, testConfig, waitFor
-from tests.e2e.test_mail import PASSWORD, insecureContext
+from tests.e2e.test_mail import PASSWORD, submitMessage
 
 
 class RelayTests(TestCase):
@@ -74,13 +74,7 @@ class RelayTests(TestCase):
         Send C{message} from alice through A's submission port.
         """
 
-        def send() -> Any:
-            with smtplib.SMTP("127.0.0.1", self.a.ports["submission"], timeout=30) as c:
-                c.starttls(context=insecureContext())
-                c.login("alice@example.com", PASSWORD)
-                return c.sendmail("alice@example.com", rcpts, message, **options)
-
-        return deferToThread(send)
+        return submitMessage(self.a.ports["submission"], rcpts, message, **options)
 
     @inlineCallbacks
     def test_relayedByMX(self) -> Any:
