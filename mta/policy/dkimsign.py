@@ -36,14 +36,17 @@ from mta.dkimkeys import DKIMKey, KeyStore, normalizeDomain
 from mta.envelope import Envelope
 from mta.interfaces import IBlockingRunner
 from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict
+from mta.policy.dkimcanon import install as _installDKIMCanon
 from mta.policy.dkimcrypto import install as _installDKIMCrypto
 from mta.policy.sender import fromAddresses, headerBlock
 from mta.protocol import parseIP
 
 _log = Logger(namespace="mta.dkim")
 
-# dkimpy's RSA on OpenSSL (see mta.policy.dkimcrypto).
+# dkimpy's RSA on OpenSSL, its canonicalisation without needless regular
+# expressions (see mta.policy.dkimcrypto and mta.policy.dkimcanon).
 _installDKIMCrypto()
+_installDKIMCanon()
 
 #: The header fields signed when present, in this order (RFC 6376 5.4.1);
 #: any C{List-*} field present is signed as well.

@@ -34,10 +34,13 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from mta.dns import DNSNameError, DNSTemporaryError, blockingTXT
 from mta.interfaces import IBlockingRunner, IDNSResolver
+from mta.policy.dkimcanon import install as _installDKIMCanon
 from mta.policy.dkimcrypto import install as _installDKIMCrypto
 
-# dkimpy's RSA on OpenSSL (see mta.policy.dkimcrypto).
+# dkimpy's RSA on OpenSSL, its canonicalisation without needless regular
+# expressions (see mta.policy.dkimcrypto and mta.policy.dkimcanon).
 _installDKIMCrypto()
+_installDKIMCanon()
 
 #: Shortest RSA key accepted (RFC 8301 section 3.2: 1024 bits at least).
 MIN_RSA_BITS = 1024
