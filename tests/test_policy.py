@@ -4,8 +4,12 @@ Tests for L{mta.policy}: the chain and each check on its own.
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
+import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -141,6 +145,63 @@ class SenderTests(SynchronousTestCase):
         self.assertEqual(fromAddresses(data), ["a@x.test", "b@y.test", "c@z.test"])
         self.assertEqual(fromAddresses(b"Subject: s\r\n\r\n"), [])
         self.assertIsNone(fromAddresses(b"From: (just a comment)\r\n\r\n"))
+
+    @given(
+        st.tuples(
+            st.lists(
+                st.sampled_from([*' \t"():;<@.\\\u00e9', "Jo", "Jo,", "=?utf-8?q?x?="]), max_size=3
+            ),
+            st.sampled_from(["<{}>", "{}", "<{}", "{}>", "<<{}>>"]),
+            st.sampled_from(["a@x.test", "a.b+c@x-y.test", "a..b@x.test", "a@x", "@x.test", "a@"]),
+            st.lists(st.sampled_from([*" \t,;:()>", "b@y.test", "Jo"]), max_size=2),
+        ).map(lambda p: "".join(p[0]) + p[1].format(p[2]) + "".join(p[3]))
+    )
+    @settings(max_examples=500)
+    def test_shortCutAgreesWithEmail(self, value: str) -> None:
+        """
+        Whatever a From value holds, the addresses read are those
+        C{email.utils.getaddresses} reads (the short cut for plain
+        addresses included).
+        """
+        pairs = email.utils.getaddresses([value])
+        expected = [addr for _, addr in pairs if addr] or None
+        data = b"From:" + value.encode("utf-8") + b"\r\n\r\n"
+        self.assertEqual(fromAddresses(data), expected)
+
+    def test_plainForms(self) -> None:
+        """
+        The plain forms the short cut takes; and every combination of a few
+        display names, brackets, addresses and endings reads as
+        C{getaddresses} reads it.
+        """
+        for value, address in [
+            (b" a@x.test", "a@x.test"),
+            (b" <a.b+c@x.test> ", "a.b+c@x.test"),
+            (b" Jo Smith\t<jo@x.test>", "jo@x.test"),
+            (b' "Smith, Jo" <jo@x.test>', "jo@x.test"),
+        ]:
+            self.assertEqual(fromAddresses(b"From:" + value + b"\r\n\r\n"), [address])
+        for pre, form, address, post in itertools.product(
+            [
+                "",
+                "Jo",
+                "Jo ",
+                "Jo,",
+                "Jo\t",
+                '"Jo" ',
+                "(c) ",
+                "Jo.",
+                "\u00e9 ",
+                "a:",
+                "=?utf-8?q?J?= ",
+            ],
+            ["<{}>", "{}", "<{}", "{}>"],
+            ["a@x.test", "a.b+c@x-y.test", "a..b@x.test", "a@x", "@x.test", "a@", "a@[1.2.3.4]"],
+            ["", " ", "\t", ",", " (c)", ",b@y.test", ";"],
+        ):
+            text = pre + form.format(address) + post
+            expected = [addr for _, addr in email.utils.getaddresses([text]) if addr] or None
+            self.assertEqual(fromAddresses(f"From: {text}\r\n\r\n".encode()), expected, text)
 
     def test_envelopeUnaffectedWithoutLogin(self) -> None:
         """Sessions without a login are not this check's business."""

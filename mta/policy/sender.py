@@ -26,6 +26,16 @@ S550_BAD_FROM = Reply(550, "5.7.1 From header has no usable address")
 
 _FROM = re.compile(rb"^from[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE)
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+#: The usual From: one plain address, alone or in angle brackets after a
+#: display name of plain words (no quotes, comments, encoded words or
+#: groups), which C{email.utils.getaddresses} would read as the address
+#: itself; anything else goes to C{getaddresses}.
+_SIMPLE_FROM = re.compile(
+    rf"[ \t]*(?:(?:[A-Za-z0-9]+(?:[ \t]+[A-Za-z0-9]+)*[ \t]*)?<({_ADDR})>|({_ADDR}))[ \t]*"
+)
+
 
 def headerBlock(data: bytes) -> bytes:
     """
@@ -45,6 +55,9 @@ def fromAddresses(data: bytes) -> list[str] | None:
     if not values:
         return []
     texts = [v.replace(b"\r\n", b"").decode("utf-8", "replace") for v in values]
+    simple = [_SIMPLE_FROM.fullmatch(text) for text in texts]
+    if all(simple):
+        return [m.group(1) or m.group(2) for m in simple if m]
     pairs = email.utils.getaddresses(texts)
     addresses = [addr for _, addr in pairs if addr]
     return addresses or None
