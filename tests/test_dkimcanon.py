@@ -62,6 +62,9 @@ class HelperTests(SynchronousTestCase):
             b"two  spaces\r\n",
             b"a\ttab\r\n",
             b"folded\r\n value",
+            b"folded\r\n value\r\n",
+            b"cr\r\r\n",
+            b"mixed\r\n and\n bare\r\n",
             b"bare\nLF",
             b"bare\rCR",
         ]
@@ -119,3 +122,86 @@ class InstalledTests(SynchronousTestCase):
             for name, value in headers
         ]
         self.assertEqual(Relaxed.canonicalize_headers(headers), expected)
+
+
+#: Message pieces that matter to the parser: fields, continuations, the
+#: empty line in either ending, mbox From lines, bad lines, body text.
+_MESSAGE = st.lists(
+    st.sampled_from(
+        [
+            b"From: a@x.test",
+            b"Subject:hi",
+            b"X-Odd :v",
+            b" folded",
+            b"\tfolded",
+            b"From mbox line",
+            b"bad header",
+            b":empty name",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"body  text ",
+            b"\x00\xff",
+            b"",
+        ]
+    ),
+    max_size=12,
+).map(b"".join)
+
+
+def _parsed(parse: object, message: bytes) -> object:
+    """
+    @return: what C{parse} returns for C{message}, or the type and text of
+        what it raises.
+    """
+    try:
+        return parse(message)  # type: ignore[operator]
+    except Exception as e:
+        return (type(e), str(e))
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    L{dkimcanon.rfc822Parse} gives dkimpy's C{rfc822_parse} answers.
+    """
+
+    @given(_MESSAGE)
+    def test_sameAsDKIMPy(self, message: bytes) -> None:
+        """
+        Any message parses to the same fields and body, or fails the same
+        way.
+        """
+        self.assertEqual(
+            _parsed(dkimcanon.rfc822Parse, message),
+            _parsed(dkimcanon.DKIMPY_RFC822_PARSE, message),
+        )
+
+    def test_examples(self) -> None:
+        """
+        Both endings, a folded field, an mbox line, bare LFs and CRs in the
+        body, no body, no empty line, an unusable header line.
+        """
+        for message in [
+            b"",
+            b"From: a@x.test\r\nSubject: s\r\n\r\nbody\r\n",
+            b"From: a@x.test\nSubject: s\n\nbody\nmore\r\n",
+            b"From mbox\r\nTo: b\r\n  folded\r\n\r\nx\r\r\ny\rz\n",
+            b"To: b\r\n",
+            b"To: b",
+            b"To: b\r\n\r\n",
+            b"To: b\r\n\n\r\n",
+            b"bad line\r\n\r\n",
+            b" continuation first\r\n\r\n",
+        ]:
+            self.assertEqual(
+                _parsed(dkimcanon.rfc822Parse, message),
+                _parsed(dkimcanon.DKIMPY_RFC822_PARSE, message),
+                message,
+            )
+
+    def test_installed(self) -> None:
+        """
+        L{dkimcanon.install} gives dkimpy the parser.
+        """
+        dkimcanon.install()
+        self.assertIs(dkim.rfc822_parse, dkimcanon.rfc822Parse)
