@@ -6,6 +6,7 @@ parallel syncs.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable
 
@@ -267,3 +268,87 @@ class RunnerStopTests(SynchronousTestCase):
         runner.stopService()
         runner.stopService()
         self.assertFalse(runner.running)
+
+
+class _ThreadCalls:
+    """
+    An C{IReactorFromThreads} that keeps what worker threads hand back, for
+    the test's thread to run.
+    """
+
+    def __init__(self) -> None:
+        self.calls: queue.SimpleQueue[tuple[Callable[..., object], tuple[object, ...]]]
+        self.calls = queue.SimpleQueue()
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.calls.put((f, args))
+
+    def runOne(self) -> None:
+        f, args = self.calls.get(timeout=10)
+        f(*args)
+
+
+class BlockingRunnerTests(SynchronousTestCase):
+    """
+    L{BlockingRunner} runs calls on its own threads and hands each result
+    back through C{callFromThread}.
+    """
+
+    def setUp(self) -> None:
+        from mta.threads import BlockingRunner
+
+        self.reactor = _ThreadCalls()
+        self.runner = BlockingRunner(self.reactor, 3, name="t")  # type: ignore[arg-type]
+        self.runner.startService()
+        self.addCleanup(self.runner.stopService)
+
+    def test_resultOnTheCallersSide(self) -> None:
+        """
+        The call runs on a worker thread; its Deferred fires only when the
+        reactor runs what the worker handed back.
+        """
+        d = self.runner.run(lambda a, b=0: (threading.get_ident(), a + b), 2, b=3)
+        self.assertNoResult(d)
+        self.reactor.runOne()
+        ident, value = self.successResultOf(d)
+        self.assertEqual(value, 5)
+        self.assertNotEqual(ident, threading.get_ident())
+        self.assertEqual(len(self.runner.threads), 3)
+        self.assertTrue(all(t.name.startswith("mta-t-") for t in self.runner.threads))
+
+    def test_error(self) -> None:
+        """
+        An exception in the call fails its Deferred with that exception.
+        """
+
+        def boom() -> None:
+            raise ValueError("no")
+
+        d = self.runner.run(boom)
+        self.reactor.runOne()
+        self.assertEqual(str(self.failureResultOf(d, ValueError).value), "no")
+
+    def test_callsRunTogether(self) -> None:
+        """
+        Calls waiting on each other run on different threads at once, up
+        to the number of threads.
+        """
+        barrier = threading.Barrier(3, timeout=10)
+        ds = [self.runner.run(barrier.wait) for _ in range(3)]
+        for _ in ds:
+            self.reactor.runOne()
+        self.assertEqual(sorted(self.successResultOf(d) for d in ds), [0, 1, 2])
+
+    def test_stopRunsWhatIsQueued(self) -> None:
+        """
+        Stopping joins the threads after the calls already queued, and
+        leaves none running.
+        """
+        release = threading.Event()
+        ds = [self.runner.run(release.wait, 10) for _ in range(5)]
+        release.set()
+        self.runner.stopService()
+        self.assertEqual(self.runner.threads, [])
+        for _ in ds:
+            self.reactor.runOne()
+        self.assertEqual([self.successResultOf(d) for d in ds], [True] * 5)
