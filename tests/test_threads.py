@@ -258,12 +258,10 @@ class RunnerStopTests(SynchronousTestCase):
     """
 
     def test_stopTwice(self) -> None:
-        """A second stopService does nothing (Twisted's pool would raise AlreadyQuit)."""
-        from twisted.internet.task import Clock
-
+        """A second stopService does nothing."""
         from mta.threads import BlockingRunner
 
-        runner = BlockingRunner(Clock(), 1)  # type: ignore[arg-type]
+        runner = BlockingRunner(_ThreadCalls(), 1)  # type: ignore[arg-type]
         runner.startService()
         runner.stopService()
         runner.stopService()
