@@ -252,22 +252,6 @@ class ParallelSyncTests(SynchronousTestCase):
             self.fail("the callback's error was not logged")
 
 
-class RunnerStopTests(SynchronousTestCase):
-    """
-    L{BlockingRunner} stops cleanly, also when asked twice.
-    """
-
-    def test_stopTwice(self) -> None:
-        """A second stopService does nothing."""
-        from mta.threads import BlockingRunner
-
-        runner = BlockingRunner(_ThreadCalls(), 1)  # type: ignore[arg-type]
-        runner.startService()
-        runner.stopService()
-        runner.stopService()
-        self.assertFalse(runner.running)
-
-
 class _ThreadCalls:
     """
     An C{IReactorFromThreads} that keeps what worker threads hand back, for
@@ -284,6 +268,22 @@ class _ThreadCalls:
     def runOne(self) -> None:
         f, args = self.calls.get(timeout=10)
         f(*args)
+
+
+class RunnerStopTests(SynchronousTestCase):
+    """
+    L{BlockingRunner} stops cleanly, also when asked twice.
+    """
+
+    def test_stopTwice(self) -> None:
+        """A second stopService does nothing."""
+        from mta.threads import BlockingRunner
+
+        runner = BlockingRunner(_ThreadCalls(), 1)  # type: ignore[arg-type]
+        runner.startService()
+        runner.stopService()
+        runner.stopService()
+        self.assertFalse(runner.running)
 
 
 class BlockingRunnerTests(SynchronousTestCase):
