@@ -205,3 +205,84 @@ class ParseTests(SynchronousTestCase):
         """
         dkimcanon.install()
         self.assertIs(dkim.rfc822_parse, dkimcanon.rfc822Parse)
+
+
+#: Signature field values: tags, the base64 of b= and bh=, every kind of
+#: white space and line break, and bytes that end a base64 run.
+_SIGNATURE = st.lists(
+    st.sampled_from(
+        [
+            b"b",
+            b"=",
+            b";",
+            b" b=",
+            b"; b =",
+            b"bh=",
+            b"A",
+            b"z9+/",
+            b"==",
+            b" ",
+            b"\t",
+            b"\r\n ",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\x0b\x0c",
+            b"-",
+            b":",
+            b"\xff",
+        ]
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+class SignatureBValueTests(SynchronousTestCase):
+    """
+    L{dkimcanon.SIGNATURE_B_VALUE} empties the same C{b=} values as
+    dkimpy's C{RE_BTAG}.
+    """
+
+    def check(self, value: bytes) -> None:
+        self.assertEqual(
+            dkimcanon.SIGNATURE_B_VALUE.sub(b"\\1", value),
+            dkimcanon.DKIMPY_RE_BTAG.sub(b"\\1", value),
+            value,
+        )
+
+    @given(_SIGNATURE)
+    def test_sameAsDKIMPy(self, value: bytes) -> None:
+        """
+        Any value comes out as dkimpy's pattern makes it.
+        """
+        self.check(value)
+
+    @given(_SIGNATURE, _SIGNATURE)
+    def test_signatureEnding(self, head: bytes, tail: bytes) -> None:
+        """
+        Values ending as dkimpy holds them (CRLF), with a b= tag inside.
+        """
+        self.check(head + b"; b=" + tail + b"\r\n")
+
+    def test_examples(self) -> None:
+        """
+        A folded signature, b= last and not last, an empty b=, bh= left
+        alone, a base64 run ending in white space, a lone LF at the end.
+        """
+        for value in [
+            b"v=1; a=rsa-sha256; bh=abc=; b=dGVz\r\n dA==\r\n",
+            b"v=1; b=dGVzdA==; bh=abc=\r\n",
+            b"v=1; b=\r\n",
+            b"v=1;\r\n b\r\n =\r\n dG Vz \r\n",
+            b"v=1; b=dGVz \t; s=x\n",
+            b"v=1; b=dGVz\n",
+            b"b=x",
+        ]:
+            self.check(value)
+
+    def test_installed(self) -> None:
+        """
+        L{dkimcanon.install} gives dkimpy the pattern.
+        """
+        dkimcanon.install()
+        self.assertIs(dkim.RE_BTAG, dkimcanon.SIGNATURE_B_VALUE)

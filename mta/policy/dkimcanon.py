@@ -33,6 +33,17 @@ whole message, body included, into lines with a regular expression and
 joins the body's lines again with CRLF (about 30 us of the 170 us a
 verification took); L{rfc822Parse} walks only the header lines and
 returns the body as it is unless it has a bare LF to make CRLF.
+
+Before hashing the headers, dkimpy empties the C{b=} value of the
+C{DKIM-Signature} field with C{RE_BTAG}, in which folding white space is
+C{(?:(?:\\s*\\r?\\n)?\\s+)?} before every base64 character: the engine tries
+those nested alternatives some 350 times for a 2048-bit signature (54 us
+in-process, 94 us with the caches cold, as in the server).  That folding
+white space matches exactly the strings C{\\s*} matches, and a greedy run of
+"white space, then a base64 character" ends at the last base64 character
+of the longest run of white space and base64 characters, so
+L{SIGNATURE_B_VALUE} says the same with one character class (6 us; the
+tests compare the two by property), and L{install} puts it in place.
 """
 
 from __future__ import annotations
@@ -46,6 +57,10 @@ _WHITESPACE = re.compile(b"[\t ]+")
 _NEWLINE = re.compile(b"\r?\n")
 _FIELD_NAME = re.compile(b"([\x21-\x7e]+?):")
 
+#: dkimpy's C{RE_BTAG} without nested quantifiers: C{sub(b"\\1", value)}
+#: empties every C{b=} tag value of a C{DKIM-Signature} field value.
+SIGNATURE_B_VALUE = re.compile(rb"([;\s]b\s*=)(?:[\sa-zA-Z0-9+/=]*[a-zA-Z0-9+/=])?(?:\r?\n\Z)?")
+
 #: dkimpy's own helpers, as they were before L{install}: the reference the
 #: tests compare with.
 DKIMPY_HELPERS = {
@@ -54,6 +69,8 @@ DKIMPY_HELPERS = {
 }
 #: dkimpy's own message parser, as it was before L{install}.
 DKIMPY_RFC822_PARSE = dkim.rfc822_parse
+#: dkimpy's own C{b=} pattern, as it was before L{install}.
+DKIMPY_RE_BTAG = dkim.RE_BTAG
 
 
 def stripTrailingWhitespace(content: bytes) -> bytes:
@@ -127,18 +144,22 @@ def rfc822Parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
 def install() -> None:
     """
     Have dkimpy's canonicalisation use L{stripTrailingWhitespace},
-    L{compressWhitespace} and L{unfoldHeaderValue}, and its message
-    parsing L{rfc822Parse}.  Idempotent.
+    L{compressWhitespace} and L{unfoldHeaderValue}, its message parsing
+    L{rfc822Parse}, and L{SIGNATURE_B_VALUE} for its C{RE_BTAG}.
+    Idempotent.
     """
     dkim.canonicalization.strip_trailing_whitespace = stripTrailingWhitespace  # type: ignore[assignment]
     dkim.canonicalization.compress_whitespace = compressWhitespace  # type: ignore[assignment]
     dkim.canonicalization.unfold_header_value = unfoldHeaderValue  # type: ignore[assignment]
     dkim.rfc822_parse = rfc822Parse
+    dkim.RE_BTAG = SIGNATURE_B_VALUE
 
 
 __all__ = [
     "DKIMPY_HELPERS",
+    "DKIMPY_RE_BTAG",
     "DKIMPY_RFC822_PARSE",
+    "SIGNATURE_B_VALUE",
     "compressWhitespace",
     "install",
     "rfc822Parse",
