@@ -21,6 +21,7 @@ miss waits for the reactor thread to ask upstream.
 from __future__ import annotations
 
 import ipaddress
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -209,6 +210,12 @@ class _Cache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def now(self) -> float:
+        """
+        @return: the time on the cache's clock.
+        """
+        return self._clock.seconds()
 
 
 def _encodeName(name: str) -> bytes:
@@ -472,6 +479,49 @@ class Resolver:
                 outcomes.append(_addresses(records))
             return _mergeAddresses(outcomes)
         return None
+
+    def cachedFor(self, kind: str, name: str, *args: str) -> float | None:
+        """
+        How much longer the cache keeps every answer that
+        C{lookup<kind>(name, *args)} needs: a result computed from them
+        holds as long (an SPF result, see L{mta.policy.spf.SPFResults}).
+        Safe on any thread.
+
+        @param kind: as L{cached}.
+        @return: seconds (C{math.inf} for an address literal, which needs
+            no answer), or L{None} when one of them is not cached.
+        """
+        if kind == "PTR":
+            try:
+                name = ipaddress.ip_address(name).reverse_pointer
+            except ValueError:
+                return None
+            rrtypes = [tdns.PTR]
+        elif kind == "Addresses":
+            family = args[0] if args else "any"
+            if family not in ("any", "ipv4", "ipv6"):
+                return None
+            if _literal(name, family) is not None:
+                return math.inf
+            rrtypes = [
+                t for f, t in (("ipv6", tdns.AAAA), ("ipv4", tdns.A)) if family in (f, "any")
+            ]
+        elif kind in ("TXT", "MX"):
+            rrtypes = [tdns.TXT if kind == "TXT" else tdns.MX]
+        else:
+            return None
+        try:
+            qname = _encodeName(name)
+        except UnicodeError:
+            return None
+        now = self._cache.now()
+        left = math.inf
+        for rrtype in rrtypes:
+            entry = self._cache.get((qname, rrtype))
+            if entry is None:
+                return None
+            left = min(left, entry.expires - now)
+        return left
 
     def _lookup(self, name: str, rrtype: int) -> Deferred[list[Any]]:
         """

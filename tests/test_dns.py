@@ -5,6 +5,7 @@ Tests for L{mta.dns}: the resolver against a fake upstream on a L{Clock}
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -481,6 +482,39 @@ class CachedTests(SynchronousTestCase):
         self.assertRaises(DNSNameError, self.resolver.cached, "TXT", "nowhere.test")
         self.failureResultOf(self.resolver.lookupAddresses("nowhere.test"), DNSNameError)
         self.assertRaises(DNSNameError, self.resolver.cached, "Addresses", "nowhere.test", "any")
+
+    def test_cachedFor(self) -> None:
+        """
+        L{Resolver.cachedFor} is how much longer every answer a lookup
+        needs stays cached: the smallest TTL left, L{None} while one is
+        missing or once one has expired, C{inf} for an address literal.
+        """
+        r = self.resolver
+        self.upstream.table[(b"host.test", dns.A)] = [
+            _rr("host.test", dns.Record_A("192.0.2.1"), 100)
+        ]
+        self.assertIsNone(r.cachedFor("TXT", "txt.test"))
+        self.successResultOf(r.lookupTXT("txt.test"))
+        self.clock.advance(15)
+        self.assertEqual(r.cachedFor("TXT", "txt.test"), 45)
+        self.successResultOf(r.lookupAddresses("host.test", "ipv4"))
+        self.assertEqual(r.cachedFor("Addresses", "host.test", "ipv4"), 100)
+        # "any" needs the AAAA answer too.
+        self.assertIsNone(r.cachedFor("Addresses", "host.test", "any"))
+        self.successResultOf(r.lookupAddresses("host.test"))
+        self.assertEqual(r.cachedFor("Addresses", "host.test", "any"), 100)
+        self.successResultOf(r.lookupPTR("192.0.2.1"))
+        self.assertEqual(r.cachedFor("PTR", "192.0.2.1"), 300)
+        self.successResultOf(r.lookupMX("mx.test"))
+        self.assertEqual(r.cachedFor("MX", "mx.test"), 300)
+        self.failureResultOf(r.lookupTXT("nowhere.test"), DNSNameError)
+        self.assertEqual(r.cachedFor("TXT", "nowhere.test"), NEGATIVE_TTL)
+        self.assertEqual(r.cachedFor("Addresses", "192.0.2.7", "ipv4"), math.inf)
+        self.assertIsNone(r.cachedFor("PTR", "not an address"))
+        self.assertIsNone(r.cachedFor("SRV", "txt.test"))
+        self.clock.advance(45)
+        self.assertIsNone(r.cachedFor("TXT", "txt.test"))
+        self.assertEqual(r.cachedFor("Addresses", "host.test", "ipv4"), 55)
 
     def test_blockingLookupFromCache(self) -> None:
         """

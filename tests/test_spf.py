@@ -9,11 +9,22 @@ from typing import Any, cast
 
 import spf
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.names import dns
+from twisted.names import error as terror
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mta.dns import Resolver
 from mta.envelope import NULL_ADDRESS, Address
-from mta.policy.spf import SPFChecker, SPFResult, _dnsLookup, _reverseNameToIP
+from mta.policy.spf import (
+    BlockingLookups,
+    SPFChecker,
+    SPFResult,
+    SPFResults,
+    _dnsLookup,
+    _reverseNameToIP,
+)
 from mta.testing.fakes import FakeResolver
 from mta.threads import BlockingRunner
 
@@ -230,3 +241,124 @@ class HookTests(SynchronousTestCase):
             ["192.0.2.10", "2001:db8::1"],
         )
         self.assertIsNone(_reverseNameToIP("example.test"))
+
+
+class _Upstream:
+    """
+    A twisted.names resolver answering TXT from a table, counting queries.
+
+    @ivar txt: name to C{(record, ttl)}, or to an exception to fail with;
+        other names are NXDOMAIN.
+    """
+
+    def __init__(self) -> None:
+        self.txt: dict[str, tuple[str, int] | Exception] = {}
+        self.queries = 0
+
+    def query(self, query: dns.Query, timeout: Any = ()) -> Deferred[Any]:
+        self.queries += 1
+        name = query.name.name.decode()
+        found = self.txt.get(name) if query.type == dns.TXT else None
+        if isinstance(found, Exception):
+            return fail(found)
+        if found is None:
+            return fail(terror.DNSNameError(dns.Message(rCode=dns.ENAME)))
+        record, ttl = found
+        answer = dns.RRHeader(name, dns.TXT, dns.IN, ttl, payload=dns.Record_TXT(record.encode()))
+        return succeed(([answer], [], []))
+
+
+class _AtOnce:
+    """
+    A reactor that runs what a worker thread hands it at once (the test
+    plays the worker thread).
+    """
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class SPFResultsTests(SynchronousTestCase):
+    """
+    L{SPFResults}: a result is kept exactly as long as the resolver keeps
+    every answer it came from.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.upstream = _Upstream()
+        resolver = Resolver(self.clock, upstream=cast(Any, self.upstream))
+        self.lookups = BlockingLookups(resolver, cast(Any, _AtOnce()))
+        self.results = SPFResults(clock=self.clock.seconds)
+
+    def check(self, ip: str = CLIENT, sender: Address = SENDER) -> SPFResult:
+        return self.results.check(self.lookups, ip, sender, "h.test", "mx.our.test")
+
+    def test_keptWhileCached(self) -> None:
+        """
+        The same facts again within the TTL give the same result without a
+        query; after it, the record is read again and a new record counts.
+        """
+        self.upstream.txt["example.test"] = ("v=spf1 ip4:192.0.2.0/24 -all", 60)
+        first = self.check()
+        self.assertEqual((first.result, self.upstream.queries), ("pass", 1))
+        self.clock.advance(59)
+        self.assertIs(self.check(), first)
+        self.assertEqual(self.upstream.queries, 1)
+        self.upstream.txt["example.test"] = ("v=spf1 -all", 60)
+        self.clock.advance(1)
+        self.assertEqual(self.check().result, "fail")
+        self.assertEqual(self.upstream.queries, 2)
+
+    def test_shortestTTL(self) -> None:
+        """
+        A result from several answers lasts as long as the shortest-lived.
+        """
+        self.upstream.txt["example.test"] = ("v=spf1 include:other.test -all", 300)
+        self.upstream.txt["other.test"] = ("v=spf1 ip4:192.0.2.10 -all", 10)
+        self.assertEqual(self.check().result, "pass")
+        queries = self.upstream.queries
+        self.clock.advance(9)
+        self.check()
+        self.assertEqual(self.upstream.queries, queries)
+        self.clock.advance(1)
+        self.check()
+        self.assertGreater(self.upstream.queries, queries)
+
+    def test_otherFactsApart(self) -> None:
+        """
+        Another client address or sender is checked on its own.
+        """
+        self.upstream.txt["example.test"] = ("v=spf1 ip4:192.0.2.10 -all", 300)
+        self.assertEqual(self.check().result, "pass")
+        self.assertEqual(self.check(ip="192.0.2.11").result, "fail")
+        self.assertEqual(self.check(sender=Address("bob", "example.test")).result, "pass")
+        self.assertEqual(len(self.results), 3)
+
+    def test_temperrorNotKept(self) -> None:
+        """
+        A temporary DNS failure is asked again on the next message.
+        """
+        self.upstream.txt["example.test"] = terror.DNSServerError(dns.Message(rCode=dns.ESERVER))
+        self.assertEqual(self.check().result, "temperror")
+        self.upstream.txt["example.test"] = ("v=spf1 ip4:192.0.2.10 -all", 300)
+        self.assertEqual(self.check().result, "pass")
+
+    def test_ttlZeroNotKept(self) -> None:
+        """
+        An answer the resolver does not keep (TTL 0) keeps no result.
+        """
+        self.upstream.txt["example.test"] = ("v=spf1 ip4:192.0.2.10 -all", 0)
+        self.check()
+        self.check()
+        self.assertEqual((self.upstream.queries, len(self.results)), (2, 0))
+
+    def test_bounded(self) -> None:
+        """
+        At most C{size} results are kept, the least recently used dropped.
+        """
+        self.results = SPFResults(size=2, clock=self.clock.seconds)
+        self.upstream.txt["example.test"] = ("v=spf1 -all", 300)
+        for i in range(4):
+            self.check(ip=f"192.0.2.{i}")
+        self.assertEqual(len(self.results), 2)

@@ -54,7 +54,7 @@ from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict
 from mta.policy.dkimverify import DKIMResult, verifyMessage
 from mta.policy.dmarc import DMARCEvaluator, DMARCResult, loadPublicSuffixList
-from mta.policy.spf import BlockingLookups, SPFResult, checkSPF
+from mta.policy.spf import BlockingLookups, SPFResult, SPFResults
 
 _log = Logger(namespace="mta.mailauth")
 
@@ -285,6 +285,7 @@ class MailAuthentication(PolicyCheck):
         self._reactor = reactor
         self._runner = runner
         self._lookups = BlockingLookups(resolver, reactor)
+        self._spf = SPFResults()
         if config.dmarc != "off":
             psl = psl if psl is not None else loadPublicSuffixList()
         self._dmarc = DMARCEvaluator(resolver, psl, random) if config.dmarc != "off" else None
@@ -330,7 +331,7 @@ class MailAuthentication(PolicyCheck):
         spf: SPFResult | None = None
         if c.spf != "off":
             try:
-                spf = checkSPF(self._lookups, ip, sender, helo, self._hostname)
+                spf = self._spf.check(self._lookups, ip, sender, helo, self._hostname)
             except Exception:
                 broken.append(Failure())
                 spf = SPFResult("temperror", "mailfrom", sender.domain, "", "check error")

@@ -14,9 +14,12 @@ apply and pyspf's own (dnspython, system resolver) path is never taken.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -25,7 +28,7 @@ import spf
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
-from mta.dns import DNSNameError, DNSTemporaryError, blockingLookup
+from mta.dns import MAX_TTL, DNSNameError, DNSTemporaryError, Resolver, blockingLookup
 from mta.envelope import Address
 from mta.interfaces import IBlockingRunner, IDNSResolver
 
@@ -35,6 +38,9 @@ RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerro
 #: Seconds pyspf may spend on one check in all (RFC 7208 section 4.6.4
 #: suggests at least 20); each lookup also has the resolver's time-outs.
 CHECK_TIME = 20
+
+#: SPF results kept at most by L{SPFResults}.
+RESULTS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,46 @@ class BlockingLookups:
         @return: the names the reverse zone gives for C{ip}.
         """
         return cast(list[str], self._call("PTR", ip))
+
+    def recording(self) -> RecordingLookups:
+        """
+        @return: the same lookups, remembering what they were asked.
+        """
+        return RecordingLookups(self._resolver, self._reactor)
+
+
+class RecordingLookups(BlockingLookups):
+    """
+    The lookups of one check, remembered so that its result can be kept as
+    long as the answers it came from (L{SPFResults}).
+
+    @ivar asked: C{(kind, args)} of every lookup, in order.
+    """
+
+    def __init__(self, resolver: IDNSResolver, reactor: IReactorFromThreads) -> None:
+        super().__init__(resolver, reactor)
+        self.asked: list[tuple[str, tuple[str, ...]]] = []
+
+    def _call(self, kind: str, *args: str) -> Any:
+        self.asked.append((kind, args))
+        return super()._call(kind, *args)
+
+    def validFor(self) -> float | None:
+        """
+        @return: seconds every answer looked up stays in the resolver's
+            cache (C{inf} when nothing was looked up), or L{None} when one
+            is not cached (a temporary failure, a TTL of 0) or the resolver
+            keeps none.
+        """
+        if not isinstance(self._resolver, Resolver):
+            return None
+        left = math.inf
+        for kind, args in self.asked:
+            t = self._resolver.cachedFor(kind, *args)
+            if t is None:
+                return None
+            left = min(left, t)
+        return left
 
 
 def _reverseNameToIP(name: str) -> str | None:
@@ -223,6 +269,65 @@ def checkSPF(
     return SPFResult(result, identity, domain, shown, str(explanation))
 
 
+class SPFResults:
+    """
+    SPF checks, with each result kept as long as every DNS answer it came
+    from stays in the resolver's cache.
+
+    A result is a function of the client address, the envelope sender, the
+    HELO name, our host name and the DNS answers; while those answers are
+    cached, checking again would read the same ones and give the same
+    result.  So a client sending many messages from one sender is
+    evaluated once per TTL, not once per message (pyspf's evaluation, with
+    the caches cold as in a busy server, is about a fifth of the inbound
+    check).  A temporary error is never kept, nor a result from an answer
+    the resolver does not keep (a TTL of 0).  Safe on several threads.
+    """
+
+    def __init__(
+        self, size: int = RESULTS_KEPT, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """
+        @param size: most results kept, least recently used dropped first.
+        @param clock: seconds, for how long a result is kept.
+        """
+        self._size = size
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[tuple[str, ...], tuple[float, SPFResult]] = OrderedDict()
+
+    def check(
+        self, lookups: BlockingLookups, ip: str, sender: Address, helo: str, receiver: str
+    ) -> SPFResult:
+        """
+        L{checkSPF}, or the result it gave for the same facts while its
+        answers are still cached.  Blocking: on a worker thread only.
+        """
+        key = (ip, sender.local, sender.domain, helo, receiver)
+        now = self._clock()
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                if kept[0] > now:
+                    self._kept.move_to_end(key)
+                    return kept[1]
+                del self._kept[key]
+        recording = lookups.recording()
+        result = checkSPF(recording, ip, sender, helo, receiver)
+        left = recording.validFor()
+        if result.result == "temperror" or left is None or left <= 0 or self._size <= 0:
+            return result
+        with self._lock:
+            self._kept[key] = (now + min(left, MAX_TTL), result)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
 class SPFChecker:
     """
     Checks SPF off the reactor thread.
@@ -253,4 +358,13 @@ class SPFChecker:
         return self._runner.run(checkSPF, self._lookups, ip, sender, helo, self._receiver)
 
 
-__all__ = ["RESULTS", "BlockingLookups", "SPFChecker", "SPFResult", "checkSPF"]
+__all__ = [
+    "RESULTS",
+    "RESULTS_KEPT",
+    "BlockingLookups",
+    "RecordingLookups",
+    "SPFChecker",
+    "SPFResult",
+    "SPFResults",
+    "checkSPF",
+]
