@@ -286,3 +286,74 @@ class SignatureBValueTests(SynchronousTestCase):
         """
         dkimcanon.install()
         self.assertIs(dkim.RE_BTAG, dkimcanon.SIGNATURE_B_VALUE)
+
+
+#: Tag lists: names good and bad, values, separators, white space.
+_TAG_LIST = st.lists(
+    st.sampled_from(
+        [
+            *(b"v", b"a", b"b", b"1x", b"_k", b"h", b"=", b"==", b";", b" ", b"\t", b"\r\n"),
+            *(b"x=y", b"rsa-sha256", b"\xff", b"", b"bh=ab/+", b" ; "),
+        ]
+    ),
+    max_size=20,
+).map(b"".join)
+
+
+def _tagged(tagList: bytes, parse: object) -> object:
+    """
+    @return: what C{parse} returns for C{tagList}, or the type and
+        arguments of what it raises.
+    """
+    try:
+        return parse(tagList)  # type: ignore[operator]
+    except Exception as e:
+        return (type(e), e.args)
+
+
+class ParseTagValueTests(SynchronousTestCase):
+    """
+    L{dkimcanon.parseTagValue} gives dkimpy's C{parse_tag_value} answers.
+    """
+
+    def check(self, tagList: bytes) -> None:
+        self.assertEqual(
+            _tagged(tagList, dkimcanon.parseTagValue),
+            _tagged(tagList, dkimcanon.DKIMPY_PARSE_TAG_VALUE),
+            tagList,
+        )
+
+    @given(_TAG_LIST)
+    def test_sameAsDKIMPy(self, tagList: bytes) -> None:
+        """
+        Any tag list parses to the same tags, or fails the same way.
+        """
+        self.check(tagList)
+
+    def test_examples(self) -> None:
+        """
+        A signature's tags, a trailing semicolon, white space around names
+        and values, no C{=}, a name not starting with a letter, a tag
+        twice, nothing at all.
+        """
+        for tagList in [
+            b"v=1; a=rsa-sha256; d=example.test; s=sel; bh=ab/+=; b=cd==",
+            b"v=DKIM1; k=rsa; p=MIIB;",
+            b" v = 1 ;\t a=b ",
+            b"v=1; novalue",
+            b"v=1; 1x=2",
+            b"v=1; _x=2",
+            b"v=1; v=2",
+            b"",
+            b";",
+        ]:
+            self.check(tagList)
+
+    def test_installed(self) -> None:
+        """
+        L{dkimcanon.install} gives dkimpy the parser, where its verifier
+        and its users look it up.
+        """
+        dkimcanon.install()
+        self.assertIs(dkim.parse_tag_value, dkimcanon.parseTagValue)
+        self.assertIs(dkim.util.parse_tag_value, dkimcanon.parseTagValue)
