@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -47,6 +45,7 @@ from zope.interface import implementer
 
 from mta.config import DNSConfig
 from mta.interfaces import IDNSResolver
+from mta.ttlcache import TTLCache
 
 _T = TypeVar("_T")
 
@@ -150,72 +149,6 @@ def parseNameserver(text: str) -> tuple[str, int]:
     if not (port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"bad port in nameserver {text!r}")
     return str(address), int(port)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """
-    A cached answer.
-
-    @ivar expires: when it stops being used, on the resolver's clock.
-    @ivar records: the record payloads, or L{None} for NXDOMAIN.
-    """
-
-    expires: float
-    records: tuple[Any, ...] | None
-
-
-class _Cache:
-    """
-    A bounded TTL cache of answers, least recently used evicted first.
-
-    Safe to use from several threads: the reactor thread writes and reads
-    it, worker threads read it (L{Resolver.cached}); every operation holds
-    one lock, briefly.
-    """
-
-    def __init__(self, clock: IReactorTime, size: int) -> None:
-        self._clock = clock
-        self._size = size
-        self._entries: OrderedDict[tuple[bytes, int], _Entry] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[bytes, int]) -> _Entry | None:
-        """
-        @return: the live entry for C{key}, or L{None}.
-        """
-        now = self._clock.seconds()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry.expires <= now:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry
-
-    def put(self, key: tuple[bytes, int], ttl: float, records: tuple[Any, ...] | None) -> None:
-        """
-        Keep C{records} for C{ttl} seconds (not at all when C{ttl <= 0}).
-        """
-        if ttl <= 0 or self._size <= 0:
-            return
-        entry = _Entry(self._clock.seconds() + ttl, records)
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def now(self) -> float:
-        """
-        @return: the time on the cache's clock.
-        """
-        return self._clock.seconds()
 
 
 def _encodeName(name: str) -> bytes:
@@ -330,7 +263,9 @@ class Resolver:
         self._upstream = upstream
         if upstream is None and self._servers:
             self._upstream = self._clientResolver()
-        self._cache = _Cache(reactor if clock is None else clock, cacheSize)
+        self._cache: TTLCache[tuple[bytes, int], tuple[Any, ...] | None] = TTLCache(
+            (reactor if clock is None else clock).seconds, cacheSize
+        )
 
     @property
     def upstream(self) -> IResolver:
@@ -427,9 +362,9 @@ class Resolver:
         entry = self._cache.get((qname, rrtype))
         if entry is None:
             return None
-        if entry.records is None:
+        if entry.value is None:
             raise DNSNameError(name, tdns.QUERY_TYPES.get(rrtype, str(rrtype)), "NXDOMAIN")
-        return list(entry.records)
+        return list(entry.value)
 
     def cached(self, kind: str, name: str, *args: str) -> Any:
         """
@@ -538,9 +473,9 @@ class Resolver:
         key = (qname, rrtype)
         entry = self._cache.get(key)
         if entry is not None:
-            if entry.records is None:
+            if entry.value is None:
                 return fail(DNSNameError(name, typeName, "NXDOMAIN"))
-            return succeed(list(entry.records))
+            return succeed(list(entry.value))
         query = tdns.Query(qname, rrtype, tdns.IN)
         d = cast(
             "Deferred[tuple[Any, Any, Any]]",

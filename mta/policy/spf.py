@@ -18,7 +18,6 @@ import math
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from mta.dns import MAX_TTL, DNSNameError, DNSTemporaryError, Resolver, blockingLookup
 from mta.envelope import Address
 from mta.interfaces import IBlockingRunner, IDNSResolver
+from mta.ttlcache import TTLCache
 
 #: The results RFC 7208 section 2.6 defines, as RFC 8601 writes them.
 RESULTS = ("none", "neutral", "pass", "fail", "softfail", "temperror", "permerror")
@@ -291,10 +291,7 @@ class SPFResults:
         @param size: most results kept, least recently used dropped first.
         @param clock: seconds, for how long a result is kept.
         """
-        self._size = size
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._kept: OrderedDict[tuple[str, ...], tuple[float, SPFResult]] = OrderedDict()
+        self._kept: TTLCache[tuple[str, ...], SPFResult] = TTLCache(clock, size)
 
     def check(
         self, lookups: BlockingLookups, ip: str, sender: Address, helo: str, receiver: str
@@ -304,24 +301,14 @@ class SPFResults:
         answers are still cached.  Blocking: on a worker thread only.
         """
         key = (ip, sender.local, sender.domain, helo, receiver)
-        now = self._clock()
-        with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                if kept[0] > now:
-                    self._kept.move_to_end(key)
-                    return kept[1]
-                del self._kept[key]
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept.value
         recording = lookups.recording()
         result = checkSPF(recording, ip, sender, helo, receiver)
         left = recording.validFor()
-        if result.result == "temperror" or left is None or left <= 0 or self._size <= 0:
-            return result
-        with self._lock:
-            self._kept[key] = (now + min(left, MAX_TTL), result)
-            self._kept.move_to_end(key)
-            while len(self._kept) > self._size:
-                self._kept.popitem(last=False)
+        if result.result != "temperror" and left is not None:
+            self._kept.put(key, min(left, MAX_TTL), result)
         return result
 
     def __len__(self) -> int:
