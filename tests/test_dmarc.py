@@ -7,13 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
+from twisted.internet.task import Clock
+from twisted.names import dns
+from twisted.names import error as terror
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from mta.dns import NEGATIVE_TTL, Resolver, blockingTXT
 from mta.policy.dkimverify import DKIMResult
 from mta.policy.dmarc import DMARCEvaluator, DMARCResult, _Alignment, loadPublicSuffixList
 from mta.policy.spf import SPFResult
-from mta.testing.fakes import FakeResolver
+from mta.testing.fakes import AtOnceReactor, FakeResolver, TXTUpstream
 
 PSL = loadPublicSuffixList()
 
@@ -306,3 +310,80 @@ class BlockingDMARCTests(DMARCTests):
         dkim: Sequence[DKIMResult] = (),
     ) -> DMARCResult:
         return self.evaluator.evaluateBlocking(message(fromHeader), spf, dkim, self.txt)
+
+
+class DecisionsKeptTests(SynchronousTestCase):
+    """
+    L{DMARCEvaluator.evaluateBlocking} over a real L{Resolver}: what a
+    record decides for the same From domain and passing identifiers is
+    kept as long as the record's answer is cached; the C{pct} draw is still
+    made for every message.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.upstream = TXTUpstream()
+        self.resolver = Resolver(self.clock, upstream=cast(Any, self.upstream))
+        self.draws = [0.9, 0.9]
+        self.evaluator = DMARCEvaluator(
+            self.resolver, PSL, lambda: self.draws.pop(0), clock=self.clock.seconds
+        )
+
+    def evaluate(self, dkim: Sequence[DKIMResult] = ()) -> DMARCResult:
+        return self.evaluator.evaluateBlocking(
+            message(), None, dkim, lambda name: blockingTXT(self.resolver, AtOnceReactor(), name)
+        )
+
+    def test_keptWhileCached(self) -> None:
+        """
+        Within the record's TTL no lookup is made and each message gets its
+        own C{pct} draw; after it, a changed record counts.
+        """
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=reject; pct=50", 60)
+        self.draws = [0.9, 0.1]
+        first = self.evaluate()
+        self.assertEqual((first.result, first.disposition), ("fail", "quarantine"))
+        queries = self.upstream.queries
+        second = self.evaluate()
+        self.assertEqual((second.result, second.disposition), ("fail", "reject"))
+        self.assertEqual(self.upstream.queries, queries)
+        self.assertEqual(self.evaluate(dkimPass("example.test")).result, "pass")
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=none", 60)
+        self.clock.advance(60)
+        self.draws = [0.1]
+        self.assertEqual(self.evaluate().policy, "none")
+        self.assertGreater(self.upstream.queries, queries)
+
+    def test_noRecordKeptForNegativeTTL(self) -> None:
+        """
+        "No record" (NXDOMAIN at the From and organisational domains) is
+        kept as long as the resolver keeps the NXDOMAIN.
+        """
+        self.assertEqual(self.evaluate().result, "none")
+        queries = self.upstream.queries
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=reject", 60)
+        self.assertEqual(self.evaluate().result, "none")
+        self.assertEqual(self.upstream.queries, queries)
+        self.clock.advance(NEGATIVE_TTL)
+        self.assertEqual(self.evaluate().policy, "reject")
+
+    def test_temperrorNotKept(self) -> None:
+        """
+        A lookup that fails for now is asked again with the next message.
+        """
+        self.upstream.txt["_dmarc.example.test"] = terror.DNSServerError(
+            dns.Message(rCode=dns.ESERVER)
+        )
+        self.assertEqual(self.evaluate().result, "temperror")
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=reject", 60)
+        self.assertEqual(self.evaluate().policy, "reject")
+
+    def test_ttlZeroNotKept(self) -> None:
+        """
+        A record the resolver does not keep (TTL 0) keeps no decision.
+        """
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=reject", 0)
+        self.evaluate()
+        queries = self.upstream.queries
+        self.evaluate()
+        self.assertGreater(self.upstream.queries, queries)

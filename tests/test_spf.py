@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import spf
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.names import error as terror
@@ -25,7 +25,7 @@ from mta.policy.spf import (
     _dnsLookup,
     _reverseNameToIP,
 )
-from mta.testing.fakes import FakeResolver
+from mta.testing.fakes import AtOnceReactor, FakeResolver, TXTUpstream
 from mta.threads import BlockingRunner
 
 #: The global reactor, as the interfaces the checks ask for.
@@ -243,41 +243,6 @@ class HookTests(SynchronousTestCase):
         self.assertIsNone(_reverseNameToIP("example.test"))
 
 
-class _Upstream:
-    """
-    A twisted.names resolver answering TXT from a table, counting queries.
-
-    @ivar txt: name to C{(record, ttl)}, or to an exception to fail with;
-        other names are NXDOMAIN.
-    """
-
-    def __init__(self) -> None:
-        self.txt: dict[str, tuple[str, int] | Exception] = {}
-        self.queries = 0
-
-    def query(self, query: dns.Query, timeout: Any = ()) -> Deferred[Any]:
-        self.queries += 1
-        name = query.name.name.decode()
-        found = self.txt.get(name) if query.type == dns.TXT else None
-        if isinstance(found, Exception):
-            return fail(found)
-        if found is None:
-            return fail(terror.DNSNameError(dns.Message(rCode=dns.ENAME)))
-        record, ttl = found
-        answer = dns.RRHeader(name, dns.TXT, dns.IN, ttl, payload=dns.Record_TXT(record.encode()))
-        return succeed(([answer], [], []))
-
-
-class _AtOnce:
-    """
-    A reactor that runs what a worker thread hands it at once (the test
-    plays the worker thread).
-    """
-
-    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
-        f(*args, **kwargs)
-
-
 class SPFResultsTests(SynchronousTestCase):
     """
     L{SPFResults}: a result is kept exactly as long as the resolver keeps
@@ -286,9 +251,9 @@ class SPFResultsTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.upstream = _Upstream()
+        self.upstream = TXTUpstream()
         resolver = Resolver(self.clock, upstream=cast(Any, self.upstream))
-        self.lookups = BlockingLookups(resolver, cast(Any, _AtOnce()))
+        self.lookups = BlockingLookups(resolver, cast(Any, AtOnceReactor()))
         self.results = SPFResults(clock=self.clock.seconds)
 
     def check(self, ip: str = CLIENT, sender: Address = SENDER) -> SPFResult:

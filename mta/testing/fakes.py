@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.names import dns
+from twisted.names import error as terror
 from zope.interface import implementer
 
 from mta.auth import LoginFailed, LoginRefused
@@ -156,6 +158,44 @@ class FakeResolver:
         See L{IDNSResolver.lookupPTR}: nothing is known.
         """
         return self._answer("PTR", ip, {})
+
+
+class TXTUpstream:
+    """
+    A C{twisted.names} resolver answering TXT questions from a table and
+    counting them: the upstream of a real L{mta.dns.Resolver} in tests of
+    what its cache keeps.
+
+    @ivar txt: name to C{(record, ttl)}, or to an exception to fail with;
+        other names (and other types) are NXDOMAIN.
+    @ivar queries: how many questions were asked.
+    """
+
+    def __init__(self) -> None:
+        self.txt: dict[str, tuple[str, int] | Exception] = {}
+        self.queries = 0
+
+    def query(self, query: dns.Query, timeout: Any = ()) -> Deferred[Any]:
+        self.queries += 1
+        name = query.name.name.decode()
+        found = self.txt.get(name) if query.type == dns.TXT else None
+        if isinstance(found, Exception):
+            return fail(found)
+        if found is None:
+            return fail(terror.DNSNameError(dns.Message(rCode=dns.ENAME)))
+        record, ttl = found
+        payload = dns.Record_TXT(record.encode())
+        return succeed(([dns.RRHeader(name, dns.TXT, dns.IN, ttl, payload=payload)], [], []))
+
+
+class AtOnceReactor:
+    """
+    A reactor that runs what a worker thread hands it at once: the test
+    plays the worker thread of a blocking lookup.
+    """
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
 
 
 @implementer(IBlockingRunner)
