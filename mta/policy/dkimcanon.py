@@ -44,12 +44,6 @@ white space matches exactly the strings C{\\s*} matches, and a greedy run of
 of the longest run of white space and base64 characters, so
 L{SIGNATURE_B_VALUE} says the same with one character class (6 us; the
 tests compare the two by property), and L{install} puts it in place.
-
-dkimpy reads the tag lists of every signature and key record with
-C{parse_tag_value}, which checks each tag name with C{re.match} given the
-pattern as a string (a look-up in C{re}'s cache for every tag, some fifteen
-a message); L{parseTagValue} asks the same (a name starting with an ASCII
-letter) with C{bytes.isalpha}.
 """
 
 from __future__ import annotations
@@ -57,7 +51,6 @@ from __future__ import annotations
 import re
 
 import dkim.canonicalization
-import dkim.util
 
 _TRAILING = re.compile(b"[\t ]+\r\n")
 _WHITESPACE = re.compile(b"[\t ]+")
@@ -78,8 +71,6 @@ DKIMPY_HELPERS = {
 DKIMPY_RFC822_PARSE = dkim.rfc822_parse
 #: dkimpy's own C{b=} pattern, as it was before L{install}.
 DKIMPY_RE_BTAG = dkim.RE_BTAG
-#: dkimpy's own tag-list parser, as it was before L{install}.
-DKIMPY_PARSE_TAG_VALUE = dkim.util.parse_tag_value
 
 
 def stripTrailingWhitespace(content: bytes) -> bytes:
@@ -150,55 +141,27 @@ def rfc822Parse(message: bytes) -> tuple[list[list[bytes]], bytes]:
     return headers, body
 
 
-def parseTagValue(tagList: bytes) -> dict[bytes, bytes]:
-    """
-    dkimpy's C{parse_tag_value}: a DKIM tag list (RFC 6376 section 3.2),
-    already unfolded, as a mapping, with the same answers and errors.
-
-    @raise dkim.util.InvalidTagSpec: a tag without C{=}, or whose name does
-        not start with a letter.
-    @raise dkim.util.DuplicateTag: a tag given twice.
-    """
-    tags: dict[bytes, bytes] = {}
-    specs = tagList.strip().split(b";")
-    if not specs[-1]:
-        specs.pop()
-    for spec in specs:
-        key, equals, value = spec.partition(b"=")
-        key = key.strip()
-        if not equals or not key[:1].isalpha():
-            raise dkim.util.InvalidTagSpec(spec)
-        if key in tags:
-            raise dkim.util.DuplicateTag(key)
-        tags[key] = value.strip()
-    return tags
-
-
 def install() -> None:
     """
     Have dkimpy's canonicalisation use L{stripTrailingWhitespace},
     L{compressWhitespace} and L{unfoldHeaderValue}, its message parsing
-    L{rfc822Parse}, its tag-list parsing L{parseTagValue}, and
-    L{SIGNATURE_B_VALUE} for its C{RE_BTAG}.  Idempotent.
+    L{rfc822Parse}, and L{SIGNATURE_B_VALUE} for its C{RE_BTAG}.
+    Idempotent.
     """
     dkim.canonicalization.strip_trailing_whitespace = stripTrailingWhitespace  # type: ignore[assignment]
     dkim.canonicalization.compress_whitespace = compressWhitespace  # type: ignore[assignment]
     dkim.canonicalization.unfold_header_value = unfoldHeaderValue  # type: ignore[assignment]
     dkim.rfc822_parse = rfc822Parse
     dkim.RE_BTAG = SIGNATURE_B_VALUE
-    dkim.util.parse_tag_value = parseTagValue
-    dkim.parse_tag_value = parseTagValue
 
 
 __all__ = [
     "DKIMPY_HELPERS",
-    "DKIMPY_PARSE_TAG_VALUE",
     "DKIMPY_RE_BTAG",
     "DKIMPY_RFC822_PARSE",
     "SIGNATURE_B_VALUE",
     "compressWhitespace",
     "install",
-    "parseTagValue",
     "rfc822Parse",
     "stripTrailingWhitespace",
     "unfoldHeaderValue",
