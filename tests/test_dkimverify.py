@@ -12,10 +12,13 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twisted.internet import reactor as _reactor
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mta.policy.dkimverify import DKIMResult, DKIMVerifier
-from mta.testing.fakes import FakeResolver
+from mta.dns import NEGATIVE_TTL, Resolver, blockingTXT
+from mta.policy import dkimverify
+from mta.policy.dkimverify import DKIMResult, DKIMVerifier, PublicKeys, verifyMessage
+from mta.testing.fakes import AtOnceReactor, FakeResolver, TXTUpstream
 from mta.threads import BlockingRunner
 
 #: The global reactor, as the interfaces the checks ask for.
@@ -206,3 +209,92 @@ class VerifyTests(TestCase):
         A message without signatures gets the single result none.
         """
         self.assertEqual([r.result for r in await self.verify(MESSAGE)], ["none"])
+
+
+class PublicKeysTests(SynchronousTestCase):
+    """
+    L{PublicKeys}: a key record is evaluated once and kept as long as the
+    resolver keeps its TXT answer; the signature is verified every time.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.upstream = TXTUpstream()
+        self.resolver = Resolver(self.clock, upstream=cast(Any, self.upstream))
+        self.keys = PublicKeys(self.resolver, clock=self.clock.seconds)
+        self.private, record = rsaKey()
+        self.publish(record)
+
+    def publish(self, record: bytes, ttl: int = 300) -> None:
+        self.upstream.txt["s1._domainkey.example.test"] = (record.decode(), ttl)
+
+    def verify(self, message: bytes) -> list[DKIMResult]:
+        return verifyMessage(
+            message,
+            lambda name: blockingTXT(self.resolver, AtOnceReactor(), name),
+            self.keys,
+        )
+
+    def test_keptWhileCached(self) -> None:
+        """
+        Within the TTL a second message's key needs no lookup and its
+        signature is still checked (a changed body fails); after it, the
+        record is read again and a new key counts.
+        """
+        signed = sign(MESSAGE, self.private)
+        self.assertEqual(self.verify(signed)[0].result, "pass")
+        self.assertEqual((self.upstream.queries, len(self.keys)), (1, 1))
+        self.assertEqual(self.verify(signed)[0].result, "pass")
+        tampered = signed.replace(b"Hello Bob.", b"Hello Eve.")
+        self.assertEqual(self.verify(tampered)[0].result, "fail")
+        self.assertEqual(self.upstream.queries, 1)
+        other, record = rsaKey()
+        self.publish(record)
+        self.clock.advance(300)
+        self.assertEqual(self.verify(signed)[0].result, "fail")
+        self.assertEqual(self.upstream.queries, 2)
+        self.assertEqual(self.verify(sign(MESSAGE, other))[0].result, "pass")
+
+    def test_wrongKeyKept(self) -> None:
+        """
+        A usable key that does not match gives C{fail} from the kept key
+        as from a fresh one (the record is kept with it).
+        """
+        _, record = rsaKey()
+        self.publish(record)
+        signed = sign(MESSAGE, self.private)
+        first, second = self.verify(signed)[0], self.verify(signed)[0]
+        self.assertEqual((first.result, first.reason), ("fail", "signature did not verify"))
+        self.assertEqual(second, first)
+        self.assertEqual(self.upstream.queries, 1)
+
+    def test_unusableNotKept(self) -> None:
+        """
+        No key, a key dkimpy cannot use, or an answer the resolver does
+        not keep (TTL 0) keeps nothing.
+        """
+        signed = sign(MESSAGE, self.private)
+        del self.upstream.txt["s1._domainkey.example.test"]
+        self.assertEqual(self.verify(signed)[0].result, "permerror")
+        self.assertEqual(len(self.keys), 0)
+        self.publish(b"v=DKIM1; k=rsa; p=notakey")
+        self.clock.advance(NEGATIVE_TTL)
+        self.assertEqual(self.verify(signed)[0].result, "permerror")
+        self.assertEqual(len(self.keys), 0)
+        _, record = rsaKey()
+        self.publish(record, ttl=0)
+        self.clock.advance(300)
+        self.verify(signed)
+        self.assertEqual(len(self.keys), 0)
+
+    def test_dkimpyOwnLookups(self) -> None:
+        """
+        dkimpy's key loading with a lookup of its own (not ours) still
+        evaluates the record it is given.
+        """
+        _, record = rsaKey()
+        _pk, keysize, ktag, _ = dkim.load_pk_from_dns(
+            b"s1._domainkey.x.test.", lambda n, timeout: record
+        )
+        self.assertEqual((keysize, ktag), (1024, b"rsa"))
+        self.assertIs(dkim.load_pk_from_dns, dkimverify._loadPublicKey)

@@ -296,7 +296,7 @@ class MailAuthenticationTests(TestCase):
         """
         self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=none"]
 
-        def broken(message: bytes, txt: Any) -> Any:
+        def broken(message: bytes, txt: Any, keys: Any = None) -> Any:
             raise RuntimeError("dkimpy broke")
 
         self.patch(authresults, "verifyMessage", broken)

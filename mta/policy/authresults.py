@@ -52,7 +52,7 @@ from mta.envelope import Address, Envelope
 from mta.errors import Reply
 from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.base import ACCEPT, PolicyCheck, Session, Verdict
-from mta.policy.dkimverify import DKIMResult, verifyMessage
+from mta.policy.dkimverify import DKIMResult, PublicKeys, verifyMessage
 from mta.policy.dmarc import DMARCEvaluator, DMARCResult, loadPublicSuffixList
 from mta.policy.spf import BlockingLookups, SPFResult, SPFResults
 
@@ -286,6 +286,7 @@ class MailAuthentication(PolicyCheck):
         self._runner = runner
         self._lookups = BlockingLookups(resolver, reactor)
         self._spf = SPFResults()
+        self._keys = PublicKeys(resolver)
         if config.dmarc != "off":
             psl = psl if psl is not None else loadPublicSuffixList()
         self._dmarc = DMARCEvaluator(resolver, psl, random) if config.dmarc != "off" else None
@@ -338,7 +339,7 @@ class MailAuthentication(PolicyCheck):
         dkim: list[DKIMResult] = []
         if c.dkim != "off":
             try:
-                dkim = verifyMessage(data, self._txt)
+                dkim = verifyMessage(data, self._txt, self._keys)
             except Exception:
                 broken.append(Failure())
                 dkim = [DKIMResult("temperror", reason="verifier error")]
