@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -581,6 +581,28 @@ def makeResolver(
     return Resolver(reactor, config.nameservers, timeout=timeout)
 
 
+def keptFor(resolver: IDNSResolver, lookups: Iterable[tuple[str, tuple[str, ...]]]) -> float | None:
+    """
+    How long a result computed from some lookups holds: as long as
+    C{resolver} keeps every answer they needed (see L{Resolver.cachedFor}),
+    at most L{MAX_TTL}.
+
+    @param lookups: C{(kind, args)} of each lookup, as L{Resolver.cached}.
+    @return: seconds, or L{None} when one answer is not kept (a temporary
+        failure, a TTL of 0) or C{resolver} keeps none (it is no
+        L{Resolver}).
+    """
+    if not isinstance(resolver, Resolver):
+        return None
+    left = float(MAX_TTL)
+    for kind, args in lookups:
+        t = resolver.cachedFor(kind, *args)
+        if t is None:
+            return None
+        left = min(left, t)
+    return left
+
+
 def blockingTXT(resolver: IDNSResolver, reactor: IReactorFromThreads, name: str) -> list[bytes]:
     """
     Look up the TXT records of C{name} from a worker thread, waiting for
@@ -632,6 +654,7 @@ __all__ = [
     "Resolver",
     "blockingLookup",
     "blockingTXT",
+    "keptFor",
     "makeResolver",
     "parseNameserver",
 ]

@@ -39,7 +39,7 @@ import dkim
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
-from mta.dns import MAX_TTL, DNSNameError, DNSTemporaryError, Resolver, blockingTXT
+from mta.dns import DNSNameError, DNSTemporaryError, blockingTXT, keptFor
 from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.policy.dkimcanon import install as _installDKIMCanon
 from mta.policy.dkimcrypto import install as _installDKIMCrypto
@@ -153,10 +153,10 @@ class PublicKeys:
             fetcher.found, evaluated = kept.value
             return evaluated
         evaluated = dkim.evaluate_pk(name, fetcher(name, timeout=timeout))
-        if isinstance(self._resolver, Resolver):
-            left = self._resolver.cachedFor("TXT", name.decode("ascii", "replace").rstrip("."))
-            if left is not None:
-                self._kept.put(name, min(left, MAX_TTL), (fetcher.found, evaluated))
+        text = name.decode("ascii", "replace").rstrip(".")
+        left = keptFor(self._resolver, [("TXT", (text,))])
+        if left is not None:
+            self._kept.put(name, left, (fetcher.found, evaluated))
         return evaluated
 
     def __len__(self) -> int:

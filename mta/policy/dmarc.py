@@ -23,7 +23,7 @@ domain's record is parsed once, not once per message.  On the blocking
 path the decision itself is kept too: what the record says of a From
 domain and the identifiers that passed (the SPF domain, the DKIM
 domains) is the same for every message while the record's answer is
-cached, so it is kept exactly that long (L{mta.dns.Resolver.cachedFor});
+cached, so it is kept exactly that long (L{mta.dns.keptFor});
 the C{pct} draw is still made for each message.  With the caches cold, as
 in a busy server, finding and evaluating the record was about a fifth of
 the inbound check.
@@ -32,7 +32,6 @@ the inbound check.
 from __future__ import annotations
 
 import functools
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from publicsuffixlist import PublicSuffixList
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from mta.dns import MAX_TTL, DNSNameError, DNSTemporaryError, Resolver
+from mta.dns import DNSNameError, DNSTemporaryError, keptFor
 from mta.interfaces import IDNSResolver
 from mta.policy.dkimverify import DKIMResult
 from mta.policy.sender import fromAddresses
@@ -264,25 +263,10 @@ class DMARCEvaluator:
         except DNSTemporaryError as e:
             return DMARCResult("temperror", fromDomain, reason=str(e))
         decided = self._decide(found, fromDomain, spfPass, dkimPass)
-        left = self._cachedFor(asked)
+        left = keptFor(self._resolver, [("TXT", (name,)) for name in asked])
         if left is not None:
-            self._decided.put(key, min(left, MAX_TTL), decided)
+            self._decided.put(key, left, decided)
         return self._dispose(decided, spf, dkim)
-
-    def _cachedFor(self, names: list[str]) -> float | None:
-        """
-        @return: how much longer the resolver keeps the TXT answers of
-            every name in C{names}, or L{None} when it does not keep one.
-        """
-        if not isinstance(self._resolver, Resolver):
-            return None
-        left = math.inf
-        for name in names:
-            t = self._resolver.cachedFor("TXT", name)
-            if t is None:
-                return None
-            left = min(left, t)
-        return left
 
     def _recordBlocking(self, domain: str, txt: Callable[[str], list[bytes]]) -> str | None:
         try:

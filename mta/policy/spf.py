@@ -14,7 +14,6 @@ apply and pyspf's own (dnspython, system resolver) path is never taken.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import threading
 import time
@@ -27,7 +26,7 @@ import spf
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
-from mta.dns import MAX_TTL, DNSNameError, DNSTemporaryError, Resolver, blockingLookup
+from mta.dns import DNSNameError, DNSTemporaryError, blockingLookup, keptFor
 from mta.envelope import Address
 from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.ttlcache import TTLCache
@@ -131,19 +130,9 @@ class RecordingLookups(BlockingLookups):
     def validFor(self) -> float | None:
         """
         @return: seconds every answer looked up stays in the resolver's
-            cache (C{inf} when nothing was looked up), or L{None} when one
-            is not cached (a temporary failure, a TTL of 0) or the resolver
-            keeps none.
+            cache (see L{mta.dns.keptFor}), or L{None}.
         """
-        if not isinstance(self._resolver, Resolver):
-            return None
-        left = math.inf
-        for kind, args in self.asked:
-            t = self._resolver.cachedFor(kind, *args)
-            if t is None:
-                return None
-            left = min(left, t)
-        return left
+        return keptFor(self._resolver, self.asked)
 
 
 def _reverseNameToIP(name: str) -> str | None:
@@ -308,7 +297,7 @@ class SPFResults:
         result = checkSPF(recording, ip, sender, helo, receiver)
         left = recording.validFor()
         if result.result != "temperror" and left is not None:
-            self._kept.put(key, min(left, MAX_TTL), result)
+            self._kept.put(key, left, result)
         return result
 
     def __len__(self) -> int:
