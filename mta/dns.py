@@ -15,7 +15,8 @@ Libraries that do their DNS synchronously on worker threads (pyspf,
 dkimpy's C{dnsfunc}) reach the same resolver, and so the same servers and
 cache, through L{blockingTXT} (and L{Resolver.cached}): an answer in the
 cache is read on the worker thread itself, under the cache's lock; only a
-miss waits for the reactor thread to ask upstream.
+miss waits for the reactor thread to ask upstream.  Where a miss must not
+wait at all, L{cachedLookup} raises L{NotCached} instead.
 """
 
 from __future__ import annotations
@@ -619,6 +620,31 @@ def blockingTXT(resolver: IDNSResolver, reactor: IReactorFromThreads, name: str)
     return cast(list[bytes], blockingLookup(resolver, reactor, "TXT", name))
 
 
+class NotCached(Exception):
+    """
+    A lookup that may not wait (L{cachedLookup}) found no live answer in
+    the resolver's cache.
+    """
+
+
+def cachedLookup(resolver: IDNSResolver, kind: str, *args: str) -> Any:
+    """
+    C{resolver.lookup<kind>(*args)} answered from the cache alone, on any
+    thread, never waiting: for a check that runs where waiting would hold
+    up others (see L{mta.threads.BlockingRunner}'s draining runner) and is
+    run again where it may wait when this raises.
+
+    @param kind: as L{Resolver.cached}.
+    @return: as the lookup.
+    @raise DNSNameError: the cache holds an NXDOMAIN for it.
+    @raise NotCached: the cache cannot answer (or C{resolver} has none).
+    """
+    found = resolver.cached(kind, *args) if isinstance(resolver, Resolver) else None
+    if found is None:
+        raise NotCached(kind, *args)
+    return found
+
+
 def blockingLookup(
     resolver: IDNSResolver, reactor: IReactorFromThreads, kind: str, *args: str
 ) -> Any:
@@ -651,9 +677,11 @@ __all__ = [
     "DNSNameError",
     "DNSTemporaryError",
     "MXRecord",
+    "NotCached",
     "Resolver",
     "blockingLookup",
     "blockingTXT",
+    "cachedLookup",
     "keptFor",
     "makeResolver",
     "parseNameserver",

@@ -6,7 +6,8 @@ The service tree::
 
     MultiService "mta"
     |- BlockingRunner "io"            thread pool for fsync, files, argon2
-    |- BlockingRunner "checks"        thread pool for SPF and DKIM of inbound mail
+    |- BlockingRunner "checks"        one draining thread: SPF, DKIM, DMARC of inbound mail
+    |- BlockingRunner "checks-dns"    thread pool for the checks that wait for DNS
     |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
@@ -77,8 +78,9 @@ DELIVERY_LINGER = 0.005
 GC_THRESHOLD = 10_000
 #: How many fsyncs of one batch (queue or Maildir) may run at once.
 SYNC_THREADS = 8
-#: Threads for SPF and DKIM checks of inbound mail (pyspf and dkimpy
-#: block on DNS and crypto).
+#: Threads for the SPF and DKIM checks of inbound mail that wait for DNS
+#: (pyspf and dkimpy look up synchronously); the checks whose answers are
+#: all cached run on one draining thread instead.
 CHECK_THREADS = 8
 #: How often the certificate files are checked for changes.
 TLS_RELOAD_INTERVAL = 60.0
@@ -373,12 +375,24 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
         limits.login_block_time,
     )
     authenticator = Authenticator(portal, throttle, reactor)
-    # Mail authentication of inbound mail waits on DNS: a pool of its own,
-    # so that slow lookups never hold up the fsyncs of the io pool.
-    checksRunner = BlockingRunner(reactor, CHECK_THREADS, name="checks")
+    # Mail authentication of inbound mail: first on one draining thread,
+    # with DNS from the cache alone; a check that must wait for DNS again
+    # on a pool of its own, so that slow lookups never hold up the fsyncs
+    # of the io pool.
+    checksRunner = BlockingRunner(reactor, 1, name="checks", drain=True)
     checksRunner.setName("checks")
     checksRunner.setServiceParent(top)
-    inbound = InboundChecks(config.hostname, config.checks, resolver, reactor, checksRunner)
+    lookupsRunner = BlockingRunner(reactor, CHECK_THREADS, name="checks-dns")
+    lookupsRunner.setName("checks-dns")
+    lookupsRunner.setServiceParent(top)
+    inbound = InboundChecks(
+        config.hostname,
+        config.checks,
+        resolver,
+        reactor,
+        checksRunner,
+        waitingRunner=lookupsRunner,
+    )
     # Every SMTP listener asks the same checks; DKIM signing last.
     policy = smtpPolicy(
         directory,

@@ -11,23 +11,25 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mta.config import ChecksConfig, LimitsConfig, loadConfig
 from mta.directory.memory import MemoryDirectory
+from mta.dns import Resolver
 from mta.envelope import Address, Envelope, Recipient
 from mta.errors import ConfigError
 from mta.policy import authresults
-from mta.policy.authresults import InboundChecks, authenticationResults
+from mta.policy.authresults import InboundChecks, MailAuthentication, authenticationResults
 from mta.policy.base import ACCEPT, PolicyChain, PolicyCheck, Session, Verdict, stripHeaderFields
 from mta.policy.chain import smtpPolicy
 from mta.policy.dkimverify import DKIMResult
 from mta.policy.dmarc import DMARCResult, loadPublicSuffixList
 from mta.policy.spf import SPFResult
 from mta.smtp.server import Mode, SMTPFactory
-from mta.testing.fakes import FakeResolver, RecordingSink
+from mta.testing.fakes import AtOnceReactor, FakeResolver, HeldRunner, RecordingSink, TXTUpstream
 from mta.threads import BlockingRunner
 from tests.test_dkimverify import MESSAGE, rsaKey, sign
 
@@ -272,22 +274,24 @@ class MailAuthenticationTests(TestCase):
         body = sign(MESSAGE, self.private) + b"Authentication-Results: mx.our.test; x\r\n"
         self.assertEqual((await self.check(body)).stripHeaders, ())
 
-    async def test_oneJob(self) -> None:
+    async def test_oneJobEachWay(self) -> None:
         """
-        SPF, DKIM and DMARC of a message are one job on the runner.
+        SPF, DKIM and DMARC of a message are one job: first with DNS from
+        the cache alone, which a resolver without a cache cannot answer,
+        then once more where lookups wait.
         """
         self.resolver.txt["_dmarc.example.test"] = [b"v=DMARC1; p=reject"]
         calls = []
         run = self.runner.run
 
         def counting(f: Any, *args: Any, **kwargs: Any) -> Any:
-            calls.append(f)
+            calls.append(f.__name__)
             return run(f, *args, **kwargs)
 
         self.patch(self.runner, "run", counting)
         verdict = await self.check(sign(MESSAGE, self.private))
         self.assertIn("dmarc=pass", verdict.headers[0])
-        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls, ["_checkCached", "_check"])
 
     async def test_brokenMechanism(self) -> None:
         """
@@ -436,6 +440,115 @@ class MailAuthenticationTests(TestCase):
             check = self.inbound().build(lambda ip: ip.startswith("198.51.100."))
             self.assertIs(check.checkMessage(session, envelope, forged), ACCEPT)
         self.assertEqual(self.resolver.queries, [])
+
+
+class CachedFirstTests(SynchronousTestCase):
+    """
+    L{MailAuthentication} over a real L{Resolver}: a check runs first with
+    DNS from the cache alone; only when an answer is not cached does it
+    run again where lookups wait, and then the next message's needs none.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.upstream = TXTUpstream()
+        self.resolver = Resolver(self.clock, upstream=cast(Any, self.upstream))
+        self.cached = HeldRunner()
+        self.waiting = HeldRunner()
+        self.private, record = rsaKey()
+        self.upstream.txt["s1._domainkey.example.test"] = (record.decode(), 300)
+        self.upstream.txt["example.test"] = ("v=spf1 ip4:192.0.2.10 -all", 300)
+        self.upstream.txt["_dmarc.example.test"] = ("v=DMARC1; p=reject", 300)
+
+    def check(self, data: bytes, config: ChecksConfig | None = None) -> Verdict:
+        """
+        Check C{data} from L{CLIENT} as bounce@example.test, running what
+        the runners hold.
+        """
+        check = MailAuthentication(
+            hostname="mx.our.test",
+            config=config or ChecksConfig(),
+            resolver=self.resolver,
+            reactor=cast(Any, AtOnceReactor()),
+            runner=self.cached,
+            isTrusted=lambda ip: False,
+            psl=PSL,
+            waitingRunner=self.waiting,
+        )
+        envelope = Envelope(
+            "Q1",
+            Address("bounce", "example.test"),
+            (Recipient(Address("bob", "our.test"), Address("bob", "our.test")),),
+            0.0,
+            clientAddress=CLIENT,
+            heloName=MX.heloName,
+        )
+        answer = check.checkMessage(MX, envelope, data)
+        assert isinstance(answer, Deferred)
+        self.cached.runAll()
+        self.waiting.runAll()
+        return self.successResultOf(answer)
+
+    def test_missThenCached(self) -> None:
+        """
+        The first message's answers are not cached: its check is dropped
+        and run again where lookups wait.  The second message's check is
+        answered from the cache alone: one job, no lookup upstream, the
+        same results.
+        """
+        calls: list[str] = []
+        for runner, name in ((self.cached, "cached"), (self.waiting, "waiting")):
+            self.patch(runner, "run", _counting(runner.run, calls, name))
+        first = self.check(sign(MESSAGE, self.private))
+        self.assertEqual(calls, ["cached", "waiting"])
+        asked = self.upstream.queries
+        self.assertGreater(asked, 0)
+        del calls[:]
+        second = self.check(sign(MESSAGE, self.private))
+        self.assertEqual(calls, ["cached"])
+        self.assertEqual(self.upstream.queries, asked)
+        self.assertEqual(second.logNote, first.logNote)
+        self.assertIn("dkim=pass", second.headers[0])
+        self.assertIn("dmarc=pass", second.headers[0])
+        # Once the answers expire, the cache cannot answer again.
+        self.clock.advance(301)
+        del calls[:]
+        self.check(sign(MESSAGE, self.private))
+        self.assertEqual(calls, ["cached", "waiting"])
+
+    def test_swallowedMissWaits(self) -> None:
+        """
+        A miss that the library swallows (pyspf ignores any error while it
+        fetches an C{exp=} explanation) still sends the check to wait: the
+        refusal carries the explanation, which a check from the cache alone
+        would have lacked.
+        """
+        self.upstream.txt["example.test"] = ("v=spf1 -all exp=why.example.test", 300)
+        # Never cached (TTL 0): every check must look it up.
+        self.upstream.txt["why.example.test"] = ("%{i} may not send for %{d}", 0)
+        config = ChecksConfig(spf="enforce", dkim="off", dmarc="off")
+        calls: list[str] = []
+        for runner, name in ((self.cached, "cached"), (self.waiting, "waiting")):
+            self.patch(runner, "run", _counting(runner.run, calls, name))
+        self.check(MESSAGE, config)
+        del calls[:]
+        verdict = self.check(MESSAGE, config)
+        self.assertEqual(calls, ["cached", "waiting"])
+        assert verdict.reply is not None
+        self.assertEqual(verdict.reply.code, 550)
+        self.assertIn("192.0.2.10 may not send for example.test", verdict.reply.text)
+
+
+def _counting(run: Any, calls: list[str], name: str) -> Any:
+    """
+    @return: C{run}, noting C{name} in C{calls} each time it is called.
+    """
+
+    def counting(f: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return run(f, *args, **kwargs)
+
+    return counting
 
 
 class ChecksConfigTests(SynchronousTestCase):

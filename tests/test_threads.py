@@ -350,3 +350,111 @@ class BlockingRunnerTests(SynchronousTestCase):
         for _ in ds:
             self.reactor.runOne()
         self.assertEqual([self.successResultOf(d) for d in ds], [True] * 5)
+
+
+class DrainingRunnerTests(SynchronousTestCase):
+    """
+    A draining L{BlockingRunner}: a thread takes every waiting call at
+    once and hands all their results back with one C{callFromThread}.
+    """
+
+    def setUp(self) -> None:
+        from mta.threads import BlockingRunner
+
+        self.reactor = _ThreadCalls()
+        self.runner = BlockingRunner(self.reactor, 1, name="d", drain=True)  # type: ignore[arg-type]
+        self.runner.startService()
+        self.addCleanup(self.runner.stopService)
+
+    def hold(self) -> threading.Event:
+        """
+        Keep the thread busy until the returned event is set, so that the
+        calls made meanwhile wait on the queue; the held call's own
+        result is handed back first.
+        """
+        release = threading.Event()
+        started = threading.Event()
+
+        def held() -> None:
+            started.set()
+            release.wait(10)
+
+        d = self.runner.run(held)
+        self.assertTrue(started.wait(10))
+        self.addCleanup(lambda: self.successResultOf(d))
+        return release
+
+    def test_waitingCallsHandedBackAtOnce(self) -> None:
+        """
+        Calls that waited while the thread was busy run one after another
+        on it, in order, and their results come back with one
+        C{callFromThread}: one run of the reactor fires them all.
+        """
+        release = self.hold()
+        order: list[int] = []
+
+        def call(i: int) -> tuple[int, int]:
+            order.append(i)
+            return i, threading.get_ident()
+
+        ds = [self.runner.run(call, i) for i in range(5)]
+        release.set()
+        self.reactor.runOne()  # the held call
+        for d in ds:
+            self.assertNoResult(d)
+        self.reactor.runOne()
+        results = [self.successResultOf(d) for d in ds]
+        self.assertEqual([i for i, _ in results], [0, 1, 2, 3, 4])
+        self.assertEqual(order, [0, 1, 2, 3, 4])
+        self.assertEqual(len({ident for _, ident in results}), 1)
+        self.assertNotEqual(results[0][1], threading.get_ident())
+
+    def test_errorsStayWithTheirCall(self) -> None:
+        """
+        A call that raises fails its own Deferred; the others drained
+        with it still get their results.
+        """
+        release = self.hold()
+
+        def boom() -> None:
+            raise ValueError("no")
+
+        first = self.runner.run(lambda: 1)
+        broken = self.runner.run(boom)
+        last = self.runner.run(lambda: 3)
+        release.set()
+        self.reactor.runOne()
+        self.reactor.runOne()
+        self.assertEqual(self.successResultOf(first), 1)
+        self.assertEqual(str(self.failureResultOf(broken, ValueError).value), "no")
+        self.assertEqual(self.successResultOf(last), 3)
+
+    def test_stopWithSeveralThreads(self) -> None:
+        """
+        With several draining threads, one that drains the others' stop
+        signals with its own gives them back: stopping joins every thread.
+        """
+        from mta.threads import BlockingRunner
+
+        runner = BlockingRunner(_ThreadCalls(), 3, name="d3", drain=True)  # type: ignore[arg-type]
+        runner.startService()
+        threads = list(runner.threads)
+        release = threading.Event()
+
+        def held(started: threading.Event) -> None:
+            started.set()
+            release.wait(10)
+
+        for _ in threads:
+            # One at a time: the next goes to a thread still idle.
+            started = threading.Event()
+            runner.run(held, started)
+            self.assertTrue(started.wait(10))
+        # Every thread is busy when the stop signals are queued: the first
+        # one free drains them all.
+        stopper = threading.Thread(target=runner.stopService, daemon=True)
+        stopper.start()
+        threading.Timer(0.1, release.set).start()
+        stopper.join(10)
+        self.assertFalse(stopper.is_alive())
+        self.assertFalse(any(t.is_alive() for t in threads))

@@ -6,12 +6,16 @@ our host name as authserv-id, and what C{[checks]} says to enforce.
 
 Only mail arriving on the MX listener from clients that neither
 authenticated nor sit in a trusted network is checked.  The whole check
-is one job on the blocking runner: SPF (L{mta.policy.spf}), DKIM
-(L{mta.policy.dkimverify}), DMARC (L{mta.policy.dmarc}) on their results,
-the header text and the verdict; its DNS lookups are answered from the
-resolver's cache on the worker thread when they can be (see
-L{mta.dns.blockingLookup}), so a message costs one trip to the pool and
-back.  Incoming C{Authentication-Results} fields that claim our
+is one job: SPF (L{mta.policy.spf}), DKIM (L{mta.policy.dkimverify}),
+DMARC (L{mta.policy.dmarc}) on their results, the header text and the
+verdict.  It runs first on a draining runner (one thread that takes every
+waiting message at once; see L{mta.threads.BlockingRunner}) with every
+DNS lookup answered from the resolver's cache alone
+(L{mta.dns.cachedLookup}): such a check never waits, so it never holds up
+the others drained with it.  Should an answer not be cached, that result
+is dropped and the check runs again on the waiting runner, a pool whose
+lookups wait for the resolver (L{mta.dns.blockingLookup}) and whose
+answers are then cached for the next message.  Incoming C{Authentication-Results} fields that claim our
 authserv-id are removed (RFC 8601 section 5) through
 L{Verdict.stripHeaders}, asked for only when the message has such a
 field.
@@ -47,7 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mta.config import ChecksConfig
-from mta.dns import blockingTXT
+from mta.dns import NotCached
 from mta.envelope import Address, Envelope
 from mta.errors import Reply
 from mta.interfaces import IBlockingRunner, IDNSResolver
@@ -219,10 +223,13 @@ class InboundChecks:
     @ivar config: C{[checks]}.
     @ivar resolver: the server's one resolver.
     @ivar reactor: answers the worker threads' lookups.
-    @ivar runner: runs pyspf and dkimpy (better a pool of its own than the
-        one of fsyncs: a check may wait seconds for DNS).
+    @ivar runner: runs pyspf and dkimpy on messages whose DNS answers
+        are all cached (a draining runner: such a check never waits).
     @ivar psl: the Public Suffix List, or L{None} to load it.
     @ivar random: for DMARC's pct.
+    @ivar waitingRunner: runs the checks that must wait for DNS (better a
+        pool of its own than the one of fsyncs: a lookup may take
+        seconds); L{None} for C{runner}.
     """
 
     hostname: str
@@ -232,6 +239,7 @@ class InboundChecks:
     runner: IBlockingRunner
     psl: Any = None
     random: Callable[[], float] = random.random
+    waitingRunner: IBlockingRunner | None = None
 
     def build(self, isTrusted: Callable[[str], bool]) -> MailAuthentication:
         """
@@ -247,6 +255,7 @@ class InboundChecks:
             isTrusted=isTrusted,
             psl=self.psl,
             random=self.random,
+            waitingRunner=self.waitingRunner,
         )
 
 
@@ -267,16 +276,20 @@ class MailAuthentication(PolicyCheck):
         isTrusted: Callable[[str], bool],
         psl: Any = None,
         random: Callable[[], float] = random.random,
+        waitingRunner: IBlockingRunner | None = None,
     ) -> None:
         """
         @param hostname: our host name: the authserv-id.
         @param config: C{[checks]}.
         @param resolver: every lookup goes here.
         @param reactor: answers the worker threads' lookups.
-        @param runner: runs pyspf and dkimpy.
+        @param runner: runs pyspf and dkimpy first, with DNS answered from
+            the cache alone (see the module docstring).
         @param isTrusted: whether a client address is in a trusted network.
         @param psl: the Public Suffix List (loaded when not given).
         @param random: for DMARC's pct.
+        @param waitingRunner: runs the checks that must wait for DNS;
+            L{None} for C{runner}.
         """
         self._hostname = hostname
         self._config = config
@@ -284,6 +297,7 @@ class MailAuthentication(PolicyCheck):
         self._resolver = resolver
         self._reactor = reactor
         self._runner = runner
+        self._waitingRunner = runner if waitingRunner is None else waitingRunner
         self._lookups = BlockingLookups(resolver, reactor)
         self._spf = SPFResults()
         self._keys = PublicKeys(resolver)
@@ -313,33 +327,63 @@ class MailAuthentication(PolicyCheck):
         c = self._config
         if c.spf == "off" and c.dkim == "off" and c.dmarc == "off":
             return ACCEPT
-        d = self._runner.run(
-            self._check, envelope.clientAddress, envelope.sender, envelope.heloName, data
-        )
+        facts = (envelope.clientAddress, envelope.sender, envelope.heloName, data)
+        d = self._runner.run(self._checkCached, *facts)
+        d.addCallback(self._waitIfMissed, facts)
         return d.addCallbacks(self._checked, self._jobFailed)
 
-    def _txt(self, name: str) -> list[bytes]:
-        return blockingTXT(self._resolver, self._reactor, name)
+    def _checkCached(self, ip: str, sender: Address, helo: str, data: bytes) -> _Checked | None:
+        """
+        L{_check} with every lookup answered from the resolver's cache
+        alone, never waiting.
 
-    def _check(self, ip: str, sender: Address, helo: str, data: bytes) -> _Checked:
+        @return: the check, or L{None} when an answer was not cached.
+        """
+        lookups = self._lookups.cachedOnly()
+        try:
+            checked = self._check(ip, sender, helo, data, lookups)
+        except NotCached:
+            return None
+        return None if lookups.missed else checked
+
+    def _waitIfMissed(
+        self, checked: _Checked | None, facts: tuple[str, Address, str, bytes]
+    ) -> _Checked | Deferred[_Checked]:
+        """
+        The check of L{_checkCached}, or when it missed an answer, the
+        check again on the runner where lookups may wait.
+        """
+        if checked is not None:
+            return checked
+        return self._waitingRunner.run(self._check, *facts, self._lookups)
+
+    def _check(
+        self, ip: str, sender: Address, helo: str, data: bytes, lookups: BlockingLookups
+    ) -> _Checked:
         """
         The whole check, blocking: on a worker thread only.  A mechanism
         that breaks counts as a temporary error; its failure goes back to
         be logged on the reactor thread.
+
+        @param lookups: answer every lookup (or raise L{NotCached}).
         """
         c = self._config
         broken: list[Failure] = []
         spf: SPFResult | None = None
         if c.spf != "off":
             try:
-                spf = self._spf.check(self._lookups, ip, sender, helo, self._hostname)
+                spf = self._spf.check(lookups, ip, sender, helo, self._hostname)
+            except NotCached:
+                raise
             except Exception:
                 broken.append(Failure())
                 spf = SPFResult("temperror", "mailfrom", sender.domain, "", "check error")
         dkim: list[DKIMResult] = []
         if c.dkim != "off":
             try:
-                dkim = verifyMessage(data, self._txt, self._keys)
+                dkim = verifyMessage(data, lookups.txt, self._keys)
+            except NotCached:
+                raise
             except Exception:
                 broken.append(Failure())
                 dkim = [DKIMResult("temperror", reason="verifier error")]
@@ -347,7 +391,9 @@ class MailAuthentication(PolicyCheck):
         if self._dmarc is not None:
             signed = [r for r in dkim if r.result != "none"]
             try:
-                dmarc = self._dmarc.evaluateBlocking(data, spf, signed, self._txt)
+                dmarc = self._dmarc.evaluateBlocking(data, spf, signed, lookups.txt)
+            except NotCached:
+                raise
             except Exception:
                 broken.append(Failure())
                 dmarc = DMARCResult("temperror", reason="evaluation error")

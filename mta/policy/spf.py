@@ -26,7 +26,14 @@ import spf
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
-from mta.dns import DNSNameError, DNSTemporaryError, blockingLookup, keptFor
+from mta.dns import (
+    DNSNameError,
+    DNSTemporaryError,
+    NotCached,
+    blockingLookup,
+    cachedLookup,
+    keptFor,
+)
 from mta.envelope import Address
 from mta.interfaces import IBlockingRunner, IDNSResolver
 from mta.ttlcache import TTLCache
@@ -70,14 +77,40 @@ class BlockingLookups:
     for every type pyspf asks).
 
     Never call these on the reactor thread: they wait for the reactor.
+
+    @ivar missed: whether a lookup of a L{cachedOnly} copy found no
+        answer in the cache.
     """
 
-    def __init__(self, resolver: IDNSResolver, reactor: IReactorFromThreads) -> None:
+    def __init__(
+        self, resolver: IDNSResolver, reactor: IReactorFromThreads, wait: bool = True
+    ) -> None:
+        """
+        @param wait: whether a lookup the cache cannot answer waits for
+            the resolver; if not, it raises L{NotCached}.
+        """
         self._resolver = resolver
         self._reactor = reactor
+        self._wait = wait
+        self.missed = False
 
     def _call(self, kind: str, *args: str) -> Any:
-        return blockingLookup(self._resolver, self._reactor, kind, *args)
+        if self._wait:
+            return blockingLookup(self._resolver, self._reactor, kind, *args)
+        try:
+            return cachedLookup(self._resolver, kind, *args)
+        except NotCached:
+            # Also remembered: a library may swallow the exception.
+            self.missed = True
+            raise
+
+    def cachedOnly(self) -> BlockingLookups:
+        """
+        @return: the same lookups answered from the cache alone, raising
+            L{NotCached} (and remembering it in C{missed}) where the cache
+            cannot answer: one per check, on a thread that must not wait.
+        """
+        return BlockingLookups(self._resolver, self._reactor, wait=False)
 
     def txt(self, name: str) -> list[bytes]:
         """
@@ -108,7 +141,7 @@ class BlockingLookups:
         """
         @return: the same lookups, remembering what they were asked.
         """
-        return RecordingLookups(self._resolver, self._reactor)
+        return RecordingLookups(self)
 
 
 class RecordingLookups(BlockingLookups):
@@ -119,13 +152,17 @@ class RecordingLookups(BlockingLookups):
     @ivar asked: C{(kind, args)} of every lookup, in order.
     """
 
-    def __init__(self, resolver: IDNSResolver, reactor: IReactorFromThreads) -> None:
-        super().__init__(resolver, reactor)
+    def __init__(self, through: BlockingLookups) -> None:
+        """
+        @param through: the lookups that answer (and remember misses).
+        """
+        super().__init__(through._resolver, through._reactor)
+        self._through = through
         self.asked: list[tuple[str, tuple[str, ...]]] = []
 
     def _call(self, kind: str, *args: str) -> Any:
         self.asked.append((kind, args))
-        return super()._call(kind, *args)
+        return self._through._call(kind, *args)
 
     def validFor(self) -> float | None:
         """
