@@ -6,8 +6,8 @@ The service tree::
 
     MultiService "mta"
     |- BlockingRunner "io"            thread pool for fsync, files, argon2
+    |- BlockingRunner "checks-dns"    thread pool for the inbound checks that wait for DNS
     |- BlockingRunner "checks"        one draining thread: SPF, DKIM, DMARC of inbound mail
-    |- BlockingRunner "checks-dns"    thread pool for the checks that wait for DNS
     |- DirectoryWatcher "directory-watch" inotify: reload users/aliases at once
     |- TimerService "directory-reload" users/aliases seen without restart
     |- TimerService "tls-reload"       renewed certificates picked up
@@ -379,12 +379,14 @@ def _build(config: Config, reactor: Any, lockFile: IO[bytes]) -> MailServer:
     # with DNS from the cache alone; a check that must wait for DNS again
     # on a pool of its own, so that slow lookups never hold up the fsyncs
     # of the io pool.
-    checksRunner = BlockingRunner(reactor, 1, name="checks", drain=True)
-    checksRunner.setName("checks")
-    checksRunner.setServiceParent(top)
+    # (Services stop in the reverse order: the draining thread first, as
+    # it may still hand checks to the pool.)
     lookupsRunner = BlockingRunner(reactor, CHECK_THREADS, name="checks-dns")
     lookupsRunner.setName("checks-dns")
     lookupsRunner.setServiceParent(top)
+    checksRunner = BlockingRunner(reactor, 1, name="checks", drain=True)
+    checksRunner.setName("checks")
+    checksRunner.setServiceParent(top)
     inbound = InboundChecks(
         config.hostname,
         config.checks,

@@ -15,10 +15,10 @@ DNS lookup answered from the resolver's cache alone
 the others drained with it.  Should an answer not be cached, that result
 is dropped and the check runs again on the waiting runner, a pool whose
 lookups wait for the resolver (L{mta.dns.blockingLookup}) and whose
-answers are then cached for the next message.  Incoming C{Authentication-Results} fields that claim our
-authserv-id are removed (RFC 8601 section 5) through
-L{Verdict.stripHeaders}, asked for only when the message has such a
-field.
+answers are then cached for the next message.  Incoming
+C{Authentication-Results} fields that claim our authserv-id are removed
+(RFC 8601 section 5) through L{Verdict.stripHeaders}, asked for only
+when the message has such a field.
 
 Enforcement, per mechanism set to C{"enforce"}, first match wins:
 
