@@ -106,14 +106,8 @@ class BlockingRunner(Service):
             call = get()
             if call is None:
                 return
-            f, args, kwargs, d = call
-            try:
-                result = f(*args, **kwargs)
-            except BaseException:
-                callFromThread(d.errback, Failure())
-            else:
-                callFromThread(d.callback, result)
-            del call, f, args, kwargs, d
+            callFromThread(*_outcome(call))
+            del call
 
     def _workDraining(self) -> None:
         """
@@ -155,7 +149,7 @@ class BlockingRunner(Service):
 
 def _outcome(call: _Call) -> tuple[Callable[[Any], object], Any]:
     """
-    Run one call of a draining runner.
+    Run one call of a L{BlockingRunner}.
 
     @return: how to fire its Deferred, and with what.
     """
